@@ -1,0 +1,357 @@
+"""Write features and matches into a COLMAP ``database.db`` through pycolmap.
+
+This is the only module that applies COLMAP's keypoint convention: COLMAP puts the origin
+at the corner of the top-left pixel, hloc (and this package) at its centre, so keypoints
+get +0.5 on the way in and -0.5 on the way out.
+
+Descriptors: pycolmap 4.2.1 stores descriptors as uint8 blobs with a feature type.
+``FeatureDescriptorsFloat`` exists, but only for ALIKED/LOMA types (converting to SIFT
+quantises and ``UNDEFINED`` is refused), and labelling our descriptors ALIKED would make
+COLMAP's own matcher run ALIKED's LightGlue on them. So we store the exact float32 bytes
+(little-endian, row-major) in a ``FeatureDescriptors`` of type ``UNDEFINED``: the row has
+4 x D uint8 columns. :func:`read_colmap_descriptors` reinterprets them as N x D float32;
+COLMAP's matchers do not mistake them for SIFT. Match with ``aslfeat match`` instead.
+
+Cameras follow COLMAP's image reader: SIMPLE_RADIAL, focal length from EXIF when the
+image has it (``prior_focal_length`` set), else 1.2 x max(width, height).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+CAMERA_MODEL = "SIMPLE_RADIAL"
+DEFAULT_FOCAL_FACTOR = 1.2  # COLMAP's ImageReaderOptions.default_focal_length_factor
+COLMAP_SHIFT = 0.5  # hloc pixel centre at integers -> COLMAP pixel centre at .5
+
+
+def _pycolmap():
+    try:
+        import pycolmap
+    except ImportError as exc:  # the colmap extra is optional
+        raise UserError(
+            "pycolmap is not installed: pip install 'aslfeat[colmap]' (pycolmap>=3.10)"
+        ) from exc
+    return pycolmap
+
+
+def _open_database(database: Path):
+    pycolmap = _pycolmap()
+    database = Path(database)
+    if database.exists() and database.stat().st_size > 0:
+        with open(database, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise UserError(f"{database}: not a COLMAP database (not SQLite)")
+    database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return pycolmap.Database.open(database)
+    except Exception as exc:  # pycolmap raises ValueError/RuntimeError on bad files
+        raise UserError(f"{database}: cannot open as a COLMAP database ({exc})") from exc
+
+
+def exif_focal_length(image_path: Path | None) -> float | None:
+    """Focal length in pixels from the image's EXIF (COLMAP's logic), or None."""
+    if image_path is None or not Path(image_path).is_file():
+        return None
+    bitmap = _pycolmap().Bitmap.read(str(image_path), False)
+    if bitmap is None:
+        return None
+    focal = bitmap.exif_focal_length()
+    return float(focal) if focal else None
+
+
+class ColmapFeatureWriter:
+    """Add images (camera, rig, frame, keypoints, descriptors) to a new or existing database.
+
+    Use as a context manager::
+
+        with ColmapFeatureWriter(Path("database.db")) as writer:
+            if name not in writer.names():
+                writer.add(name, path, keypoints, descriptors, (width, height))
+    """
+
+    def __init__(self, database: Path, single_camera: bool = False) -> None:
+        self.database = Path(database)
+        self.single_camera = single_camera
+        self._db = None
+        self._names: set[str] = set()
+        self._shared: tuple[int, int, tuple[int, int]] | None = None  # camera, rig, size
+
+    def __enter__(self) -> ColmapFeatureWriter:
+        self._db = _open_database(self.database)
+        self._names = {image.name for image in self._db.read_all_images()}
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def names(self) -> set[str]:
+        """Image names already in the database."""
+        return set(self._names)
+
+    def _new_camera(self, width: int, height: int, focal: float | None) -> tuple[int, int]:
+        pycolmap = _pycolmap()
+        prior = focal is not None
+        focal = focal if prior else DEFAULT_FOCAL_FACTOR * max(width, height)
+        camera = pycolmap.Camera.create_from_model_name(0, CAMERA_MODEL, focal, width, height)
+        camera.has_prior_focal_length = prior
+        camera.camera_id = self._db.write_camera(camera)
+        # COLMAP >= 3.12 needs a rig per camera and a frame per image for mapping.
+        rig = pycolmap.Rig()
+        rig.add_ref_sensor(camera.sensor_id)
+        return camera.camera_id, self._db.write_rig(rig)
+
+    def _existing_shared_camera(self, width: int, height: int) -> tuple[int, int] | None:
+        # When extending a single-camera database, reuse its camera of the same size.
+        for camera in self._db.read_all_cameras():
+            if (camera.width, camera.height) == (width, height):
+                rig = self._db.read_rig_with_sensor(camera.sensor_id)
+                if rig is not None:
+                    return camera.camera_id, rig.rig_id
+        return None
+
+    def _camera_for(self, image_path: Path | None, size: tuple[int, int]) -> tuple[int, int]:
+        width, height = size
+        if not self.single_camera:
+            return self._new_camera(width, height, exif_focal_length(image_path))
+        if self._shared is None:
+            found = self._existing_shared_camera(width, height)
+            if found is None:
+                found = self._new_camera(width, height, exif_focal_length(image_path))
+            self._shared = (*found, size)
+        if self._shared[2] != size:
+            raise UserError(
+                f"--single-camera needs images of one size: {size[0]}x{size[1]} differs "
+                f"from {self._shared[2][0]}x{self._shared[2][1]}"
+            )
+        return self._shared[0], self._shared[1]
+
+    def add(
+        self,
+        name: str,
+        image_path: Path | None,
+        keypoints: np.ndarray,
+        descriptors: np.ndarray,
+        image_size: tuple[int, int] | np.ndarray,
+    ) -> None:
+        """Register one image with its camera and store its keypoints and float descriptors.
+
+        ``keypoints`` are N x 2 in hloc's convention (shifted by +0.5 here), ``descriptors``
+        N x D float, ``image_size`` (W, H) of the original image. Raises UserError when the
+        database already holds an image of that name.
+        """
+        if self._db is None:
+            raise RuntimeError("ColmapFeatureWriter must be used as a context manager")
+        pycolmap = _pycolmap()
+        if name in self._names:
+            raise UserError(f"{self.database}: already holds image {name!r}")
+        keypoints = np.asarray(keypoints, dtype=np.float32)
+        descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
+        if keypoints.ndim != 2 or keypoints.shape[1] != 2 or len(descriptors) != len(keypoints):
+            raise ValueError(
+                f"{name}: keypoints {keypoints.shape} and descriptors {descriptors.shape} disagree"
+            )
+        width, height = (int(v) for v in np.asarray(image_size).reshape(2))
+        camera_id, rig_id = self._camera_for(image_path, (width, height))
+        # One transaction per image so that an image is never half written.
+        with pycolmap.DatabaseTransaction(self._db):
+            image_id = self._db.write_image(pycolmap.Image(name=name, camera_id=camera_id))
+            frame = pycolmap.Frame()
+            frame.rig_id = rig_id
+            sensor = pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id)
+            frame.add_data_id(pycolmap.data_t(sensor_id=sensor, id=image_id))
+            self._db.write_frame(frame)
+            self._db.write_keypoints(image_id, keypoints + COLMAP_SHIFT)
+            blob = descriptors.reshape(len(descriptors), -1).view(np.uint8)
+            if blob.shape[1] == 0:  # no keypoints: keep the row width meaningful
+                blob = np.zeros((0, 4 * descriptors.shape[1]), np.uint8)
+            self._db.write_descriptors(
+                image_id,
+                pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.UNDEFINED, blob),
+            )
+        self._names.add(name)
+
+
+def image_ids(database: Path) -> dict[str, int]:
+    """Image name -> image id of a database."""
+    db = _open_database(database)
+    try:
+        return {image.name: image.image_id for image in db.read_all_images()}
+    finally:
+        db.close()
+
+
+def _image_id(db, database: Path, name: str) -> int:
+    image = db.read_image_with_name(name)
+    if image is None:
+        raise UserError(f"{database}: no image named {name!r}")
+    return image.image_id
+
+
+def read_colmap_keypoints(database: Path, name: str) -> np.ndarray:
+    """An image's keypoints (N, 2) float32 in hloc's convention (COLMAP's +0.5 undone)."""
+    db = _open_database(database)
+    try:
+        kp = db.read_keypoints(_image_id(db, database, name))
+    finally:
+        db.close()
+    return np.asarray(kp[:, :2], dtype=np.float32) - COLMAP_SHIFT
+
+
+def read_colmap_descriptors(database: Path, name: str) -> np.ndarray:
+    """An image's descriptors (N, D) float32.
+
+    Our float descriptors (type UNDEFINED, raw float32 bytes) are reinterpreted; SIFT uint8
+    descriptors are converted to float and L2-normalised; ALIKED/LOMA through pycolmap.
+    """
+    pycolmap = _pycolmap()
+    db = _open_database(database)
+    try:
+        desc = db.read_descriptors(_image_id(db, database, name))
+    finally:
+        db.close()
+    data = np.ascontiguousarray(desc.data)
+    if desc.type == pycolmap.FeatureExtractorType.UNDEFINED:
+        if data.shape[1] % 4:
+            raise UserError(f"{database}: descriptors of {name!r} are not float32 rows")
+        return data.view(np.float32).reshape(len(data), -1).copy()
+    if desc.type == pycolmap.FeatureExtractorType.SIFT:
+        out = data.astype(np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return np.asarray(desc.to_float().data, dtype=np.float32)
+
+
+def import_features(
+    database: Path,
+    features_path: Path,
+    names: Iterable[str],
+    image_dir: Path | None = None,
+    single_camera: bool = False,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Add images from an HDF5 features file to a database; returns name -> image id.
+
+    Images already in the database are kept when their keypoints equal ours (a resumed
+    import) and refused otherwise, before anything is written.
+    """
+    from tqdm import tqdm
+
+    from . import h5io
+
+    names = list(names)
+    existing = image_ids(database) if Path(database).exists() else {}
+    for name in names:
+        if name in existing:
+            ours = h5io.read_features(features_path, name)["keypoints"]
+            theirs = read_colmap_keypoints(database, name)
+            if ours.shape != theirs.shape or not np.allclose(ours, theirs, atol=1e-3):
+                raise UserError(
+                    f"{database} already holds image {name!r} with other keypoints; "
+                    "use a new database"
+                )
+    with ColmapFeatureWriter(database, single_camera=single_camera) as writer:
+        for name in tqdm(names, desc="database", disable=not progress, unit="img"):
+            if name in writer.names():
+                continue
+            feats = h5io.read_features(features_path, name)
+            path = Path(image_dir) / name if image_dir is not None else None
+            writer.add(name, path, feats["keypoints"], feats["descriptors"], feats["image_size"])
+    ids = image_ids(database)
+    return {name: ids[name] for name in names}
+
+
+def import_matches(
+    database: Path,
+    matches_path: Path,
+    pairs: Iterable[tuple[str, str]],
+    min_score: float | None = None,
+    inliers_only: bool = False,
+    progress: bool = True,
+) -> int:
+    """Write the matches of ``pairs`` into the database's raw matches table.
+
+    Pairs already holding matches are left alone. Matches whose indices do not fit the
+    database keypoints raise UserError before that pair is written. Returns pairs written.
+    """
+    from tqdm import tqdm
+
+    from . import h5io
+
+    pairs = list(pairs)
+    db = _open_database(database)
+    written = 0
+    try:
+        ids = {image.name: image.image_id for image in db.read_all_images()}
+        missing = sorted({n for pair in pairs for n in pair if n not in ids})
+        if missing:
+            raise UserError(
+                f"{database}: {len(missing)} image(s) of the pairs are not in the database, "
+                f"e.g. {missing[0]!r}"
+            )
+        counts = {}
+        for name0, name1 in tqdm(pairs, desc="import matches", disable=not progress):
+            id0, id1 = ids[name0], ids[name1]
+            if id0 == id1 or db.exists_matches(id0, id1):
+                continue
+            matches, scores = h5io.read_match_pairs(
+                matches_path, name0, name1, inliers_only=inliers_only
+            )
+            if min_score is not None:
+                matches = matches[scores >= min_score]
+            for name, image_id, col in ((name0, id0, 0), (name1, id1, 1)):
+                if image_id not in counts:
+                    counts[image_id] = db.num_keypoints_for_image(image_id)
+                if len(matches) and matches[:, col].max() >= counts[image_id]:
+                    raise UserError(
+                        f"matches of ({name0}, {name1}) index past the {counts[image_id]} "
+                        f"keypoints of {name!r} in {database}: features and matches differ"
+                    )
+            db.write_matches(id0, id1, matches.astype(np.uint32))
+            written += 1
+    finally:
+        db.close()
+    return written
+
+
+def verify_matches(
+    database: Path,
+    pairs: Iterable[tuple[str, str]],
+    max_error: float = 4.0,
+    max_num_trials: int = 20000,
+    min_inlier_ratio: float = 0.1,
+) -> int:
+    """pycolmap's two-view geometric verification of the pairs (hloc's settings).
+
+    Returns the number of verified pairs in the database afterwards.
+    """
+    pycolmap = _pycolmap()
+    options = pycolmap.TwoViewGeometryOptions()
+    options.ransac.max_error = max_error
+    options.ransac.max_num_trials = max_num_trials
+    options.ransac.min_inlier_ratio = min_inlier_ratio
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_file = Path(tmp) / "pairs.txt"
+        pairs_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+        pycolmap.verify_matches(database, pairs_file, options=options)
+    db = _open_database(database)
+    try:
+        return int(db.num_verified_image_pairs())
+    finally:
+        db.close()
