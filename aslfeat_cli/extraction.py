@@ -1,0 +1,454 @@
+"""The extraction pipeline: images in, features out (hloc HDF5 or a COLMAP database).
+
+Worker threads read, decode and downscale images into a small bounded queue while the main
+thread runs the one onnxruntime session and writes results; OpenCV and onnxruntime release the
+GIL, so the session does not wait for the disk. Every image is written and flushed as soon as
+it is done, so an interrupted run keeps its work and the next run resumes after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+from .images import (
+    AUTO_MAX_DIM,
+    IMAGE_EXTENSIONS,
+    ImageError,
+    downscale_to_fit,
+    read_image,
+    scale_keypoints,
+    walk_images,
+)
+
+if TYPE_CHECKING:
+    from .extractor import Extractor
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("h5", "colmap")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+# --------------------------------------------------------------------------- finding images
+
+
+def _read_image_list(image_list: Path, root: Path) -> list[Path]:
+    """Paths named in a list file (one per line, relative to ``root``; '#' starts a comment)."""
+    try:
+        lines = image_list.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read image list {image_list}: {exc}") from None
+    paths = [root / line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise UserError(f"{len(missing)} image(s) in {image_list} not found: {shown}")
+    return paths
+
+
+def find_images(
+    inputs: Iterable[Path], image_list: Path | None = None, image_root: Path | None = None
+) -> list[tuple[Path, str]]:
+    """Resolve command-line inputs to ``(path, name)`` pairs, in a stable order.
+
+    ``inputs`` are image files (taken whatever their extension) and folders (searched
+    recursively for :data:`~aslfeat_cli.images.IMAGE_EXTENSIONS`, any letter case; other files
+    are ignored). ``image_list`` names one image per line relative to ``image_root`` (default:
+    the list file's folder). Names are paths relative to ``image_root`` with ``/``; without a
+    root, relative to the deepest folder holding all inputs (a single folder input: that
+    folder, so ``aslfeat extract images/`` names ``a.jpg``, not ``images/a.jpg``).
+
+    Raises UserError for missing inputs, inputs outside ``image_root`` and when no image is
+    found.
+    """
+    inputs = [Path(p) for p in inputs]
+    for path in inputs:
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+    if image_list is not None and not Path(image_list).is_file():
+        raise UserError(f"{image_list}: image list not found")
+    if image_root is not None and not Path(image_root).is_dir():
+        raise UserError(f"{image_root}: image root is not a folder")
+
+    candidates: list[Path] = []
+    for path in inputs:
+        candidates.extend(walk_images(path) if path.is_dir() else [path])
+    if image_list is not None:
+        list_root = Path(image_root) if image_root is not None else Path(image_list).parent
+        candidates.extend(_read_image_list(Path(image_list), list_root))
+
+    if image_root is not None:
+        root = os.path.abspath(image_root)
+    else:
+        bases = [os.path.abspath(p if p.is_dir() else p.parent) for p in inputs]
+        if image_list is not None:
+            bases.append(os.path.abspath(Path(image_list).parent))
+        root = os.path.commonpath(bases)
+
+    found: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+    for path in candidates:
+        rel = os.path.relpath(os.path.abspath(path), root)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            raise UserError(f"{path} is not inside the image root {root}")
+        name = Path(rel).as_posix()
+        if name not in seen:  # the same image given twice is extracted once
+            seen.add(name)
+            found.append((Path(path), name))
+    if not found:
+        where = ", ".join(str(p) for p in inputs + ([image_list] if image_list else []))
+        exts = " ".join(sorted(IMAGE_EXTENSIONS))
+        raise UserError(f"no images found in {where} (looked for {exts})")
+    return found
+
+
+# --------------------------------------------------------------------------- output sinks
+
+
+class _Sink(Protocol):
+    def done(self) -> set[str]: ...
+    def add(self, name: str, path: Path, features: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def _prepare_output(output: Path, magic_check: Callable[[Path], bool], kind: str) -> None:
+    """Fail early, with one line, when ``output`` cannot be written as ``kind``."""
+    if output.is_dir():
+        raise UserError(f"output {output} is a folder; give a file name")
+    if output.exists() and not magic_check(output):
+        raise UserError(f"output {output} exists and is not {kind}; refusing to touch it")
+    parent = output.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"cannot create output folder {parent}: a file is in the way") from None
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {parent}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {parent} is not writable")
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    return head in (b"", _SQLITE_MAGIC)  # SQLite treats an empty file as an empty database
+
+
+class _H5Sink:
+    """hloc features file, opened in append mode and flushed after every image."""
+
+    def __init__(self, output: Path, settings: dict[str, Any], descriptor_dtype: Any) -> None:
+        import h5py
+
+        from . import h5io
+
+        self._h5io = h5io
+        _prepare_output(output, h5py.is_hdf5, "an HDF5 file")
+        try:
+            self.fh = h5py.File(output, "a")
+        except OSError as exc:
+            raise UserError(f"cannot open {output} for writing: {exc}") from None
+        self.descriptor_dtype = np.dtype(descriptor_dtype)
+        self._check_settings(settings)
+        for key, value in settings.items():
+            self.fh.attrs[key] = value
+        self.fh.flush()
+
+    def _check_settings(self, settings: dict[str, Any]) -> None:
+        # Mixing features made with other settings in one file is legal but rarely meant.
+        old = {k: self.fh.attrs[k] for k in settings if k in self.fh.attrs}
+        changed = [
+            f"{k}={_attr_str(old[k])} (now {_attr_str(settings[k])})"
+            for k in old
+            if k != "aslfeat_version" and _attr_str(old[k]) != _attr_str(settings[k])
+        ]
+        if changed and self.done():
+            logger.warning(
+                "%s holds features made with %s; images already in it are kept as they are "
+                "(use --overwrite to redo them)",
+                self.fh.filename,
+                ", ".join(changed),
+            )
+
+    def done(self) -> set[str]:
+        # A group counts only when complete: write_features writes image_size last, so a run
+        # killed inside a write leaves a group without it, and that image is redone.
+        names = set()
+
+        def visit(key: str, obj: Any) -> None:
+            if key.rsplit("/", 1)[-1] == "keypoints":
+                group = obj.parent
+                if "descriptors" in group and "image_size" in group:
+                    names.add(group.name.strip("/"))
+
+        self.fh.visititems(visit)
+        return names
+
+    def add(self, name: str, path: Path, features: dict[str, Any]) -> None:
+        self._h5io.write_features(
+            self.fh,
+            name,
+            features["keypoints"],
+            features["scores"],
+            features["descriptors"],
+            features["image_size"],
+            descriptor_dtype=self.descriptor_dtype,
+        )
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _attr_str(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return str(value)
+
+
+class _ColmapSink:
+    """COLMAP database through :class:`aslfeat_cli.colmap_db.ColmapFeatureWriter`."""
+
+    def __init__(self, output: Path, single_camera: bool, overwrite: bool) -> None:
+        from .colmap_db import ColmapFeatureWriter
+
+        _prepare_output(output, _is_sqlite, "an SQLite (COLMAP) database")
+        if overwrite and output.exists():
+            # COLMAP images cannot be replaced in place: --overwrite starts a new database.
+            logger.warning("--overwrite: replacing the COLMAP database %s", output)
+            output.unlink()
+        try:
+            self.writer = ColmapFeatureWriter(output, single_camera=single_camera)
+            self.writer.__enter__()
+        except UserError:
+            raise
+        except Exception as exc:  # pycolmap raises plain RuntimeError for unusable files
+            raise UserError(f"cannot open COLMAP database {output}: {exc}") from None
+
+    def done(self) -> set[str]:
+        return set(self.writer.names())
+
+    def add(self, name: str, path: Path, features: dict[str, Any]) -> None:
+        self.writer.add(
+            name, path, features["keypoints"], features["descriptors"], features["image_size"]
+        )
+
+    def close(self) -> None:
+        self.writer.__exit__(None, None, None)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class ExtractionSummary:
+    """What a run did; ``failures`` holds (image name, one-line reason)."""
+
+    n_images: int = 0  # extracted and written in this run
+    n_skipped: int = 0  # already in the output (resume)
+    n_failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    mean_keypoints: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Images extracted per second (0 when nothing ran)."""
+        return self.n_images / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        """A one-line summary; failures are listed one per line below it."""
+        parts = [f"{self.n_images} image(s) extracted"]
+        if self.n_skipped:
+            parts.append(f"{self.n_skipped} already done")
+        if self.n_failed:
+            parts.append(f"{self.n_failed} FAILED")
+        line = ", ".join(parts) + (
+            f" in {self.seconds:.1f} s ({self.rate:.2f} images/s), "
+            f"mean {self.mean_keypoints:.0f} keypoints"
+        )
+        return "\n".join([line] + [f"  failed: {name}: {msg}" for name, msg in self.failures])
+
+
+@dataclass
+class _Loaded:
+    image: np.ndarray  # what the network sees (possibly downscaled)
+    original_size: tuple[int, int]  # (W, H) of the file
+
+
+def _load(path: Path, max_dim: int | None) -> _Loaded:
+    """Worker-thread job: decode and, when needed, downscale one image."""
+    image = read_image(path)
+    height, width = image.shape[:2]
+    limit = max_dim
+    if limit is None and max(width, height) > AUTO_MAX_DIM:
+        limit = AUTO_MAX_DIM
+        logger.warning(
+            "%s: %dx%d is larger than %d px; downscaled to fit (set --max-dim to choose)",
+            path,
+            width,
+            height,
+            AUTO_MAX_DIM,
+        )
+    return _Loaded(downscale_to_fit(image, limit), (width, height))
+
+
+def _prefetch(
+    items: list[tuple[Path, str]], job: Callable[[Path], _Loaded], workers: int
+) -> Iterator[tuple[Path, str, Future]]:
+    """Run ``job`` on worker threads, at most ``2 * workers`` ahead; yield in input order."""
+    depth = 2 * workers  # bounded: memory stays a few decoded images whatever the folder size
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aslfeat-load")
+    pending: deque[tuple[Path, str, Future]] = deque()
+    todo = iter(items)
+    try:
+        for path, name in todo:
+            pending.append((path, name, pool.submit(job, path)))
+            if len(pending) >= depth:
+                break
+        while pending:
+            yield pending.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append((nxt[0], nxt[1], pool.submit(job, nxt[0])))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_workers() -> int:
+    """Decoding threads: enough to keep one session fed, few enough not to starve it."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def extractor_settings(extractor: Extractor) -> dict[str, Any]:
+    """File-level attributes describing how features were made (HDF5 attrs cannot be None)."""
+    meta = dict(getattr(extractor, "model_metadata", {}) or {})
+    model = getattr(extractor, "model_path", None) or getattr(extractor, "model", None)
+    settings: dict[str, Any] = {
+        "aslfeat_version": __version__,
+        "model": Path(model).name if model else "aslfeat.onnx",
+        "variant": meta.get("variant", "unknown"),
+    }
+    for key in ("num_keypoints", "score_threshold", "edge_threshold", "nms_size", "multi_scale"):
+        value = getattr(extractor, key, None)
+        if value is not None:
+            settings[key] = value
+    settings["max_dim"] = getattr(extractor, "max_dim", None) or 0
+    return settings
+
+
+def run_extraction(
+    images: list[tuple[Path, str]],
+    output: Path,
+    extractor: Extractor,
+    fmt: str = "h5",
+    overwrite: bool = False,
+    descriptor_dtype: Any = np.float32,
+    single_camera: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+) -> ExtractionSummary:
+    """Extract features for ``images`` (from :func:`find_images`) into ``output``.
+
+    Without ``overwrite`` images already in the output are skipped (resume). With it they are
+    extracted again: in HDF5 their entries are replaced (other images in the file are kept);
+    a COLMAP database is started anew (COLMAP images cannot be replaced in place). Images that
+    cannot be read or processed are recorded in the summary's ``failures`` and the run goes
+    on; problems with the output itself raise UserError.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown output format {fmt!r} (choose from {', '.join(FORMATS)})")
+    output = Path(output)
+    descriptor_dtype = np.dtype(descriptor_dtype)
+    if fmt == "h5":
+        settings = extractor_settings(extractor)
+        settings["descriptor_dtype"] = descriptor_dtype.name
+        sink: _Sink = _H5Sink(output, settings, descriptor_dtype)
+    else:
+        sink = _ColmapSink(output, single_camera, overwrite)
+
+    summary = ExtractionSummary()
+    start = time.perf_counter()
+    total_keypoints = 0
+    try:
+        done = set() if overwrite else sink.done()
+        todo = [(path, name) for path, name in images if name not in done]
+        summary.n_skipped = len(images) - len(todo)
+        if summary.n_skipped:
+            logger.info("%d image(s) already in %s: skipped", summary.n_skipped, output)
+        max_dim = getattr(extractor, "max_dim", None)
+        with (
+            logging_redirect_tqdm(),
+            tqdm(
+                total=len(todo), unit="img", disable=not progress or not todo, dynamic_ncols=True
+            ) as bar,
+        ):
+            for path, name, future in _prefetch(
+                todo, lambda p: _load(p, max_dim), workers or default_workers()
+            ):
+                try:
+                    loaded = future.result()
+                    features = _extract_one(extractor, loaded)
+                except ImageError as exc:
+                    _fail(summary, name, str(exc))
+                except Exception as exc:  # a bad image must not stop the other images
+                    logger.debug("extraction of %s failed", name, exc_info=True)
+                    _fail(summary, name, f"{type(exc).__name__}: {_one_line(exc)}")
+                else:
+                    try:
+                        sink.add(name, path, features)
+                    except UserError:
+                        raise
+                    except Exception as exc:  # the output is broken: stop, keep what is there
+                        raise UserError(f"cannot write {name} to {output}: {exc}") from exc
+                    summary.n_images += 1
+                    total_keypoints += len(features["keypoints"])
+                bar.update(1)
+    finally:
+        sink.close()
+        summary.seconds = time.perf_counter() - start
+        summary.mean_keypoints = total_keypoints / summary.n_images if summary.n_images else 0.0
+    return summary
+
+
+def _extract_one(extractor: Extractor, loaded: _Loaded) -> dict[str, Any]:
+    """Run the network; keypoints and image_size refer to the original image."""
+    result = extractor.extract(loaded.image)
+    keypoints = np.asarray(result.keypoints, dtype=np.float32)
+    height, width = loaded.image.shape[:2]
+    if (width, height) != loaded.original_size:
+        keypoints = scale_keypoints(keypoints, (width, height), loaded.original_size)
+    return {
+        "keypoints": keypoints,
+        "scores": np.asarray(result.scores, dtype=np.float32),
+        "descriptors": np.asarray(result.descriptors, dtype=np.float32),
+        "image_size": loaded.original_size,
+    }
+
+
+def _fail(summary: ExtractionSummary, name: str, message: str) -> None:
+    summary.n_failed += 1
+    summary.failures.append((name, message))
+    logger.error("%s: %s", name, message)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
