@@ -62,8 +62,15 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
       aslfeat match feats.h5 -o matches.h5 --exhaustive
       aslfeat reconstruct images/ -o sfm/
     """
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)]
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    # Our notices at INFO by default; other libraries only from -vv on.
+    ours = logging.ERROR if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    for name in ("aslfeat_cli", "aslfeat_export", "aslfeat_training"):
+        logging.getLogger(name).setLevel(ours)
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
 

@@ -1,0 +1,162 @@
+"""The Python API: ``Extractor(...).extract(image)`` -> keypoints, scores, descriptors.
+
+Images follow OpenCV's layout: H x W grayscale (uint8, or float in 0..255) or H x W x 3 BGR.
+Keypoints are (x, y) in pixels of the image passed in, integers at pixel centres (hloc's
+convention). No torch: the network runs in onnxruntime, keypoint selection in numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .keypoints import DetectionConfig, select_keypoints
+from .session import ModelSession, open_session
+
+# Multi-scale inference of the official code: scales 1, 1/sqrt(2), ... down to a minimum size,
+# each level blurred before it is resized.
+SCALE_FACTOR = 1 / math.sqrt(2)
+SCALE_SIGMA = 0.8
+
+
+@dataclass
+class Features:
+    """Local features of one image."""
+
+    keypoints: np.ndarray  # (N, 2) float32, x, y; integer = pixel centre
+    scores: np.ndarray  # (N,) float32, best first
+    descriptors: np.ndarray  # (N, 128) float32, unit length
+    image_size: tuple[int, int]  # (W, H) of the image given to extract()
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """H x W or H x W x 3 (BGR) / x 4 (BGRA) array -> H x W float32 grayscale in 0..255."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3:
+        if image.shape[2] not in (3, 4):
+            raise ValueError(f"expected 1, 3 or 4 channels, got {image.shape[2]}")
+        code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        image = cv2.cvtColor(image if image.dtype != np.float64 else image.astype(np.float32), code)
+    if image.ndim != 2:
+        raise ValueError(f"expected an H x W or H x W x 3 image, got shape {image.shape}")
+    return image.astype(np.float32, copy=False)
+
+
+def resize_to(gray: np.ndarray, scale: float) -> np.ndarray:
+    """Resize by ``scale`` (area averaging when shrinking)."""
+    h, w = gray.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def to_original(points: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]):
+    """Map (x, y) pixel-centre coordinates between two sizes (W, H) of the same image."""
+    sx = to_size[0] / from_size[0]
+    sy = to_size[1] / from_size[1]
+    out = np.empty_like(points)
+    out[:, 0] = (points[:, 0] + 0.5) * sx - 0.5
+    out[:, 1] = (points[:, 1] + 0.5) * sy - 0.5
+    return out
+
+
+class Extractor:
+    """ASLFeat keypoints and descriptors on onnxruntime.
+
+    Args:
+        model: ONNX file from ``aslfeat export``; None for the shipped weights.
+        num_keypoints: top-K by score (0: all above the threshold).
+        score_threshold, edge_threshold, nms_size: detection settings (official defaults).
+        multi_scale: run the official image pyramid and keep the global top-K.
+        max_dim: downscale so that the long side is at most this (keypoints still come back in
+            pixels of the given image).
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        threads: onnxruntime intra-op threads (None: onnxruntime's default).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        num_keypoints: int = 5000,
+        score_threshold: float = 0.5,
+        edge_threshold: float = 10.0,
+        nms_size: int = 3,
+        multi_scale: bool = False,
+        max_dim: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> None:
+        if max_dim is not None and max_dim < 16:
+            raise ValueError("max_dim must be at least 16")
+        self.config = DetectionConfig(
+            num_keypoints=num_keypoints,
+            score_threshold=score_threshold,
+            edge_threshold=edge_threshold,
+            nms_size=nms_size,
+        )
+        self.multi_scale = multi_scale
+        self.max_dim = max_dim
+        self.session: ModelSession = open_session(model, device, threads)
+
+    @property
+    def model_metadata(self) -> dict[str, str]:
+        """The ONNX file's metadata (variant, descriptor size, detection defaults, hashes)."""
+        return dict(self.session.metadata)
+
+    @property
+    def device(self) -> str:
+        return self.session.device
+
+    def _single_scale(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        score_map, descriptor_map = self.session.run(gray)
+        return select_keypoints(score_map, descriptor_map, self.config)
+
+    def _scales(self, gray: np.ndarray):  # noqa: ANN202 (generator of arrays)
+        """The official pyramid: yields images at scales 1, 1/sqrt(2), ... (blurred first)."""
+        h, w = gray.shape
+        n = 1
+        if self.multi_scale:
+            min_scale = max(0.3, 128 / max(h, w))
+            n = math.floor(max(math.log(min_scale) / math.log(SCALE_FACTOR), 1))
+        level = gray
+        for i in range(n):
+            if i > 0:
+                level = cv2.GaussianBlur(level, (0, 0), SCALE_SIGMA / SCALE_FACTOR)
+                level = cv2.resize(level, None, fx=SCALE_FACTOR, fy=SCALE_FACTOR)
+            if min(level.shape) < self.session.min_size:
+                break
+            yield level
+
+    def extract(self, image: np.ndarray) -> Features:
+        """Keypoints, scores and descriptors of one image (see the class docstring)."""
+        gray = to_gray(image)
+        h, w = gray.shape
+        if min(h, w) < self.session.min_size:
+            raise ValueError(
+                f"image is {w}x{h}: too small for the network (at least "
+                f"{self.session.min_size} px per side)"
+            )
+        base = gray
+        if self.max_dim is not None and max(h, w) > self.max_dim:
+            base = resize_to(gray, self.max_dim / max(h, w))
+        kpts, scores, descs = [], [], []
+        for level in self._scales(base):
+            k, s, d = self._single_scale(level)
+            kpts.append(to_original(k, level.shape[::-1], (w, h)))
+            scores.append(s)
+            descs.append(d)
+        k, s, d = np.concatenate(kpts), np.concatenate(scores), np.concatenate(descs)
+        if len(kpts) > 1:
+            order = np.argsort(-s, kind="stable")
+            if self.config.num_keypoints > 0:
+                order = order[: self.config.num_keypoints]
+            k, s, d = k[order], s[order], d[order]
+        return Features(k.astype(np.float32), s.astype(np.float32), d, (w, h))

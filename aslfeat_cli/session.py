@@ -1,0 +1,133 @@
+"""The onnxruntime session: model file checks, device choice and the model's metadata contract."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "aslfeat.onnx"
+INPUT = "image"
+OUTPUTS = ("score_map", "descriptor_map")
+REQUIRED_METADATA = ("variant", "descriptor_dim", "descriptor_stride", "min_size")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def default_model_path() -> Path:
+    """The shipped model: $ASLFEAT_MODEL, the repository's weights/ (editable install) or the
+    copy installed under <prefix>/share/aslfeat/weights."""
+    env = os.environ.get("ASLFEAT_MODEL")
+    if env:
+        return Path(env)
+    candidates = [
+        Path(__file__).resolve().parents[1] / "weights" / MODEL_FILE,
+        Path(sys.prefix) / "share" / "aslfeat" / "weights" / MODEL_FILE,
+    ]
+    for path in candidates:
+        if path.exists():
+            return path
+    return candidates[0]
+
+
+def _import_onnxruntime():  # noqa: ANN202 (module)
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise UserError(
+            "onnxruntime is not installed: pip install 'aslfeat[cpu]' (or [gpu] for CUDA)"
+        ) from e
+    return ort
+
+
+def available_providers() -> list[str]:
+    """onnxruntime's execution providers available in this installation."""
+    return list(_import_onnxruntime().get_available_providers())
+
+
+def choose_providers(device: str) -> list[str]:
+    """Execution providers for ``device`` ("auto", "cpu" or "cuda"), best first."""
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    available = available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise UserError(
+            "--device cuda: onnxruntime has no CUDA provider here (install aslfeat[gpu], "
+            "i.e. onnxruntime-gpu, and the CUDA libraries)"
+        )
+    if device in ("cuda", "auto") and has_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class ModelSession:
+    """One onnxruntime session over an ASLFeat ONNX file, reused for every image."""
+
+    path: Path
+    session: object
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        """'cuda' when the session really runs on the CUDA provider, else 'cpu'."""
+        return "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+
+    @property
+    def min_size(self) -> int:
+        return int(self.metadata.get("min_size", 16))
+
+    @property
+    def stride(self) -> int:
+        return int(self.metadata.get("descriptor_stride", 4))
+
+    def detection_defaults(self) -> dict[str, float]:
+        return json.loads(self.metadata.get("detection_defaults", "{}"))
+
+    def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense outputs for one (H, W) float32 grayscale image (0..255)."""
+        x = np.ascontiguousarray(gray, dtype=np.float32)[None, None]
+        score_map, descriptor_map = self.session.run(list(OUTPUTS), {INPUT: x})
+        return score_map, descriptor_map
+
+
+def open_session(
+    model: str | Path | None = None, device: str = "auto", threads: int | None = None
+) -> ModelSession:
+    """Open an ASLFeat ONNX model on ``device``; clear errors for missing or wrong files."""
+    ort = _import_onnxruntime()
+    path = Path(model) if model is not None else default_model_path()
+    if not path.is_file():
+        hint = "" if model is not None else " (run `make export` to build the shipped model)"
+        raise UserError(f"model file not found: {path}{hint}")
+    providers = choose_providers(device)
+    options = ort.SessionOptions()
+    # Image sizes vary between calls: the memory pattern only doubles peak memory then
+    # (../shared/notes/measurements.md), for a 5-10% gain on repeated equal sizes.
+    options.enable_mem_pattern = False
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise UserError(f"{path}: not a valid ONNX model ({first[:200]})") from e
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    missing = [k for k in REQUIRED_METADATA if k not in meta]
+    names = [o.name for o in session.get_outputs()]
+    if missing or tuple(names) != OUTPUTS:
+        raise UserError(f"{path}: an ONNX model, but not an aslfeat export (metadata or outputs)")
+    result = ModelSession(path, session, meta)
+    if device == "auto" or device == "cuda":
+        logger.info("aslfeat runs on %s (%s)", result.device, ", ".join(session.get_providers()))
+    return result
