@@ -277,10 +277,12 @@ class ExtractionSummary:
             parts.append(f"{self.n_skipped} already done")
         if self.n_failed:
             parts.append(f"{self.n_failed} FAILED")
-        line = ", ".join(parts) + (
-            f" in {self.seconds:.1f} s ({self.rate:.2f} images/s), "
-            f"mean {self.mean_keypoints:.0f} keypoints"
-        )
+        line = ", ".join(parts)
+        if self.n_images:
+            line += (
+                f" in {self.seconds:.1f} s ({self.rate:.2f} images/s), "
+                f"mean {self.mean_keypoints:.0f} keypoints"
+            )
         return "\n".join([line] + [f"  failed: {name}: {msg}" for name, msg in self.failures])
 
 
@@ -304,7 +306,9 @@ def _load(path: Path, max_dim: int | None) -> _Loaded:
             height,
             AUTO_MAX_DIM,
         )
-    return _Loaded(downscale_to_fit(image, limit), (width, height))
+    # float32 here, on the worker, so the main thread's to_gray() has nothing left to convert.
+    image = downscale_to_fit(image, limit).astype(np.float32, copy=False)
+    return _Loaded(image, (width, height))
 
 
 def _prefetch(
@@ -336,19 +340,18 @@ def default_workers() -> int:
 
 def extractor_settings(extractor: Extractor) -> dict[str, Any]:
     """File-level attributes describing how features were made (HDF5 attrs cannot be None)."""
-    meta = dict(getattr(extractor, "model_metadata", {}) or {})
-    model = getattr(extractor, "model_path", None) or getattr(extractor, "model", None)
-    settings: dict[str, Any] = {
+    config = extractor.config
+    return {
         "aslfeat_version": __version__,
-        "model": Path(model).name if model else "aslfeat.onnx",
-        "variant": meta.get("variant", "unknown"),
+        "model": extractor.session.path.name,
+        "variant": extractor.model_metadata.get("variant", "unknown"),
+        "num_keypoints": config.num_keypoints,
+        "score_threshold": config.score_threshold,
+        "edge_threshold": config.edge_threshold,
+        "nms_size": config.nms_size,
+        "multi_scale": bool(extractor.multi_scale),
+        "max_dim": extractor.max_dim or 0,
     }
-    for key in ("num_keypoints", "score_threshold", "edge_threshold", "nms_size", "multi_scale"):
-        value = getattr(extractor, key, None)
-        if value is not None:
-            settings[key] = value
-    settings["max_dim"] = getattr(extractor, "max_dim", None) or 0
-    return settings
 
 
 def run_extraction(
@@ -393,7 +396,7 @@ def run_extraction(
         summary.n_skipped = len(images) - len(todo)
         if summary.n_skipped:
             logger.info("%d image(s) already in %s: skipped", summary.n_skipped, output)
-        max_dim = getattr(extractor, "max_dim", None)
+        max_dim = extractor.max_dim  # resized here on the workers; extract() sees a fit image
         with (
             logging_redirect_tqdm(),
             tqdm(

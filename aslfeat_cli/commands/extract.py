@@ -1,0 +1,264 @@
+"""`aslfeat extract`: keypoints and descriptors for images, to hloc HDF5 or a COLMAP database."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+class TopK(click.ParamType):
+    """A keypoint count: an integer >= 0, or 'none'/'all' (= 0: every keypoint kept)."""
+
+    name = "N|none"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        if isinstance(value, int):
+            number = value
+        elif str(value).strip().lower() in ("none", "all"):
+            return 0
+        else:
+            try:
+                number = int(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number or 'none'", param, ctx)
+        if number < 0:
+            self.fail(f"{number} is negative", param, ctx)
+        return number
+
+
+def _check_nms(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < 0 or (value > 1 and value % 2 == 0):
+        raise click.BadParameter("must be 0 or 1 (off) or an odd window size like 3 or 5")
+    return value
+
+
+def _apply_verbosity(ctx: click.Context, quiet: bool, verbose: int) -> bool:
+    """Honour -q/-v given after the subcommand too; returns whether output is quiet."""
+    quiet = quiet or bool((ctx.obj or {}).get("quiet"))
+    if quiet:
+        logging.getLogger().setLevel(logging.ERROR)
+    elif verbose:
+        logging.getLogger().setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    return quiet
+
+
+@click.command(
+    "extract",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  aslfeat extract images/ -o features.h5
+  aslfeat extract images/ -o database.db --single-camera
+  aslfeat extract --image-list list.txt --image-root images/ -o feats.h5 --max-dim 1600
+""",
+)
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Features file (.h5, hloc layout) or COLMAP database (.db).",
+)
+@click.option(
+    "--image-list",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Text file naming one image per line, relative to --image-root.",
+)
+@click.option(
+    "--image-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder that image names are relative to (default: the folder holding all inputs; "
+    "for --image-list, the list's folder).",
+)
+@click.option(
+    "--num-keypoints",
+    type=TopK(),
+    default=5000,
+    show_default=True,
+    help="Keep the N best keypoints; 0 or 'none' keeps all above --score-threshold.",
+)
+@click.option("--score-threshold", type=float, default=0.5, show_default=True)
+@click.option(
+    "--edge-threshold",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Reject edge-like peaks (Hessian ratio, as in the paper); 0 = off.",
+)
+@click.option(
+    "--nms-size",
+    type=int,
+    default=3,
+    show_default=True,
+    callback=_check_nms,
+    help="Non-maximum suppression window (odd; 0 = off).",
+)
+@click.option(
+    "--max-dim",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Downscale images so the long side fits; keypoints stay in original pixels. "
+    "Without it images above 4096 px are downscaled to 4096 (with a notice).",
+)
+@click.option("--multi-scale", is_flag=True, help="Detect on an image pyramid (slower).")
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="ONNX model file (default: the shipped weights/aslfeat.onnx).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: CUDA when onnxruntime-gpu and a GPU are present, else CPU.",
+)
+@click.option("--fp16", is_flag=True, help="Half-precision inference (CUDA only).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["h5", "colmap"]),
+    default=None,
+    help="Output format (default: colmap for a .db output, else h5).",
+)
+@click.option(
+    "--single-camera", is_flag=True, help="COLMAP: all images share one camera (one size)."
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Extract images already in the output again (h5: their entries are replaced; "
+    "colmap: a new database is started). Default: resume, skipping them.",
+)
+@click.option(
+    "--descriptor-dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Storage type of descriptors in the HDF5 file.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Image decoding threads (default: min(4, CPUs - 1)).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bar or summary.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    output: Path,
+    image_list: Path | None,
+    image_root: Path | None,
+    num_keypoints: int,
+    score_threshold: float,
+    edge_threshold: float,
+    nms_size: int,
+    max_dim: int | None,
+    multi_scale: bool,
+    model: Path | None,
+    device: str,
+    fp16: bool,
+    fmt: str | None,
+    single_camera: bool,
+    overwrite: bool,
+    descriptor_dtype: str,
+    workers: int | None,
+    quiet: bool,
+    verbose: int,
+) -> None:
+    """Extract ASLFeat keypoints and descriptors from images.
+
+    INPUTS are image files and folders (searched recursively for common image extensions,
+    any letter case). Image names in the output are paths relative to the image root, with
+    '/'. Existing outputs are resumed: images already in them are skipped.
+
+    EXIF orientation is not applied: like hloc and COLMAP, keypoints refer to the pixels as
+    stored in the file.
+    """
+    import numpy as np
+
+    from ..extraction import find_images, run_extraction
+
+    quiet = _apply_verbosity(ctx, quiet, verbose)
+    if not inputs and image_list is None:
+        raise click.UsageError("give image files or folders, or --image-list")
+    if fmt is None:
+        fmt = "colmap" if output.suffix.lower() == ".db" else "h5"
+    source = ctx.get_parameter_source
+    if single_camera and fmt != "colmap":
+        raise click.BadParameter("only applies to --format colmap", param_hint="--single-camera")
+    if fmt == "colmap" and source("descriptor_dtype") == click.core.ParameterSource.COMMANDLINE:
+        raise click.BadParameter(
+            "only applies to --format h5 (COLMAP stores float32)", param_hint="--descriptor-dtype"
+        )
+    if fp16 and device == "cpu":
+        raise click.BadParameter("needs --device cuda or auto with a GPU", param_hint="--fp16")
+
+    images = find_images(list(inputs), image_list, image_root)
+    extractor = _make_extractor(
+        model=model,
+        num_keypoints=num_keypoints,
+        score_threshold=score_threshold,
+        edge_threshold=edge_threshold,
+        nms_size=nms_size,
+        multi_scale=multi_scale,
+        max_dim=max_dim,
+        device=device,
+        fp16=fp16,
+    )
+    if not quiet:
+        click.echo(
+            f"aslfeat: {len(images)} image(s), running on {_device_line(extractor)}", err=True
+        )
+    summary = run_extraction(
+        images,
+        output,
+        extractor,
+        fmt=fmt,
+        overwrite=overwrite,
+        descriptor_dtype=np.dtype(descriptor_dtype),
+        single_camera=single_camera,
+        progress=not quiet,
+        workers=workers,
+    )
+    if not quiet or summary.n_failed:
+        click.echo(summary.format(), err=True)
+    if summary.n_failed:
+        raise UserError(f"{summary.n_failed} of {len(images)} image(s) failed (listed above)")
+
+
+def _make_extractor(**kwargs):  # noqa: ANN003, ANN202
+    """Build the Extractor; problems with the model file become one-line UserErrors."""
+    import inspect
+
+    from ..extractor import Extractor
+
+    fp16 = kwargs.pop("fp16", False)
+    if fp16:
+        if "fp16" not in inspect.signature(Extractor).parameters:
+            raise UserError("--fp16 is not supported by this version's Extractor yet")
+        kwargs["fp16"] = True
+    try:
+        extractor = Extractor(**kwargs)
+    except ValueError as exc:
+        raise UserError(" ".join(str(exc).split())) from None
+    if fp16 and extractor.device != "cuda":
+        raise click.BadParameter("needs a CUDA device (running on CPU)", param_hint="--fp16")
+    return extractor
+
+
+def _device_line(extractor) -> str:  # noqa: ANN001
+    """'CPU (CPUExecutionProvider)' or 'CUDA (CUDAExecutionProvider, ...)'."""
+    providers = extractor.session.session.get_providers()
+    return f"{extractor.device.upper()} ({', '.join(providers)})"

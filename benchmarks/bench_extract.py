@@ -1,0 +1,164 @@
+"""Throughput of `aslfeat extract` end to end vs bare model inference vs OpenCV SIFT.
+
+For each configuration (real photos resized to 640x480; the 1536x1024 fountain-P11 photos with
+--max-dim 1024) it measures, each in its own process so peak memory is per method:
+
+* ``aslfeat extract`` (CLI, HDF5 output): the pipeline's images/s from its summary (decoding,
+  resizing, inference, writing; model loading excluded) and the process wall time;
+* bare inference: ``Extractor.extract`` on arrays decoded and resized beforehand;
+* OpenCV SIFT (5000 features) on the same preloaded arrays.
+
+Goal: the pipeline rate is at least 0.9x the bare inference rate (decoding hides behind
+inference). Needs ../shared/data; prints a table.
+
+    python benchmarks/bench_extract.py [--images N] [--device auto|cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TRAIN = DATA / "train" / "mini_depth_100"
+FOUNTAIN = DATA / "sfm" / "fountain-P11" / "images"
+
+
+def _photos(folder: Path, count: int) -> list[Path]:
+    from aslfeat_cli.images import walk_images
+
+    return list(walk_images(folder))[:count]
+
+
+def _preload(paths: list[Path], max_dim: int | None) -> list[np.ndarray]:
+    """Decode and resize exactly as the pipeline does, before any timing."""
+    from aslfeat_cli.images import downscale_to_fit, read_image
+
+    return [downscale_to_fit(read_image(p), max_dim) for p in paths]
+
+
+def _child_bare(folder: str, max_dim: int | None, device: str) -> dict:
+    from aslfeat_cli.extractor import Extractor
+
+    images = _preload(_photos(Path(folder), 10_000), max_dim)
+    extractor = Extractor(max_dim=max_dim, device=device)
+    extractor.extract(images[0])  # warm-up: first run allocates the session's buffers
+    start = time.perf_counter()
+    counts = [len(extractor.extract(image).keypoints) for image in images]
+    seconds = time.perf_counter() - start
+    return {"rate": len(images) / seconds, "keypoints": float(np.mean(counts))}
+
+
+def _child_sift(folder: str, max_dim: int | None) -> dict:
+    images = _preload(_photos(Path(folder), 10_000), max_dim)
+    images = [np.clip(im, 0, 255).astype(np.uint8) for im in images]
+    sift = cv2.SIFT_create(nfeatures=5000)
+    sift.detectAndCompute(images[0], None)
+    start = time.perf_counter()
+    counts = [len(sift.detectAndCompute(image, None)[0]) for image in images]
+    seconds = time.perf_counter() - start
+    return {"rate": len(images) / seconds, "keypoints": float(np.mean(counts))}
+
+
+def _in_child(args: list[str]) -> tuple[dict, float, float]:
+    """Run this script (or the CLI) in a child process: (its result, peak RSS MiB, wall s)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:4])} ... failed:\n{err[-2000:]}")
+    peak = usage.ru_maxrss / 1024  # Linux reports KiB
+    if args[1:3] == ["-m", "aslfeat_cli"]:
+        match = re.search(r"\(([\d.]+) images/s\), mean (\d+) keypoints", err)
+        if match is None:
+            raise SystemExit(f"no summary in the CLI output:\n{err[-2000:]}")
+        result = {"rate": float(match.group(1)), "keypoints": float(match.group(2))}
+    else:
+        result = json.loads(out.strip().splitlines()[-1])
+    return result, peak, wall
+
+
+def _bench(name: str, folder: Path, max_dim: int | None, device: str) -> list[tuple]:
+    count = len(_photos(folder, 10_000))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # Not quiet: the summary line on stderr gives the pipeline's rate.
+        cli = [sys.executable, "-m", "aslfeat_cli", "extract", str(folder)]
+        cli += ["-o", str(Path(tmp) / "f.h5"), "--device", device]
+        if max_dim:
+            cli += ["--max-dim", str(max_dim)]
+        e2e, e2e_peak, e2e_wall = _in_child(cli)
+        rows.append((name, count, "aslfeat extract", e2e, e2e_peak, e2e_wall))
+    me = [sys.executable, __file__, "--child"]
+    dim = ["--max-dim", str(max_dim)] if max_dim else []
+    bare, peak, wall = _in_child(me + ["bare", str(folder), "--device", device] + dim)
+    rows.append((name, count, "Extractor.extract", bare, peak, wall))
+    sift, peak, wall = _in_child(me + ["sift", str(folder)] + dim)
+    rows.append((name, count, "OpenCV SIFT 5000", sift, peak, wall))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=16, help="train photos at 640x480")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--max-dim", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, folder = args.child
+        if mode == "bare":
+            result = _child_bare(folder, args.max_dim, args.device)
+        else:
+            result = _child_sift(folder, args.max_dim)
+        print(json.dumps(result))
+        return
+
+    if not TRAIN.is_dir() or not FOUNTAIN.is_dir():
+        raise SystemExit(f"bench_extract: {DATA} not found (needs the shared photos)")
+    from aslfeat_cli.images import read_image
+
+    rows: list[tuple] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        small = Path(tmp) / "640x480"
+        small.mkdir()
+        for path in _photos(TRAIN, args.images):
+            grey = read_image(path)
+            resized = cv2.resize(grey, (640, 480), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(small / (path.stem + ".jpg")), resized, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        rows += _bench("640x480", small, None, args.device)
+    rows += _bench("1536x1024 --max-dim 1024", FOUNTAIN, 1024, args.device)
+
+    print(f"\nbench_extract ({os.cpu_count()} CPUs, device={args.device})")
+    header = f"{'images':<26}{'n':>4}  {'method':<19}{'img/s':>8}{'ms/img':>9}"
+    header += f"{'keypts':>8}{'peak MiB':>10}{'wall s':>8}"
+    print(header)
+    print("-" * len(header))
+    for name, count, method, result, peak, wall in rows:
+        rate = result["rate"]
+        print(
+            f"{name:<26}{count:>4}  {method:<19}{rate:>8.2f}{1000 / rate:>9.1f}"
+            f"{result['keypoints']:>8.0f}{peak:>10.0f}{wall:>8.1f}"
+        )
+    for i in range(0, len(rows), 3):
+        ratio = rows[i][3]["rate"] / rows[i + 1][3]["rate"]
+        verdict = "ok" if ratio >= 0.9 else "BELOW GOAL"
+        print(f"{rows[i][0]}: end-to-end / bare inference = {ratio:.2f} (goal >= 0.90: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
