@@ -4,8 +4,8 @@ Follows the official ASLFeat graph step by step (checked against its recorded ou
 fused score map, candidates are the pixels above the score threshold that are local maxima
 (NMS), away from the border (end-of-frame mask) and not on an edge (Hessian ratio test with
 dilation 3); the top-K scores among them are kept, refined by one Newton step (clipped to half
-a pixel), and descriptors are bilinearly sampled from conv6 at keypoint / 4 and L2-normalised. The PyTorch model and the onnxruntime path
-both use this module, so they cannot drift apart.
+a pixel), and descriptors are bilinearly sampled from conv6 at keypoint / 4 and L2-normalised.
+The PyTorch model and the onnxruntime path both use this module, so they cannot drift apart.
 
 Coordinates are (x, y) pixels of the network input with integers at pixel centres.
 """

@@ -12,10 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the export extra (PyTorch) is not installed")
 
+from aslfeat_cli.keypoints import DetectionConfig, select_keypoints  # noqa: E402
 from aslfeat_export.convert import convert_checkpoint  # noqa: E402
 from aslfeat_export.tf_compat import standardize  # noqa: E402
-
-from aslfeat_cli.keypoints import DetectionConfig, select_keypoints  # noqa: E402
 
 from .conftest import shared_data  # noqa: E402
 

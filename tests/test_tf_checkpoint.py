@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from aslfeat_export import tf_checkpoint as tfc
 from aslfeat_export.tf_checkpoint import (
     CheckpointError,
