@@ -395,7 +395,7 @@ def run_extraction(
         todo = [(path, name) for path, name in images if name not in done]
         summary.n_skipped = len(images) - len(todo)
         if summary.n_skipped:
-            logger.info("%d image(s) already in %s: skipped", summary.n_skipped, output)
+            logger.debug("%d image(s) already in %s: skipped", summary.n_skipped, output)
         max_dim = extractor.max_dim  # resized here on the workers; extract() sees a fit image
         with (
             logging_redirect_tqdm(),

@@ -274,7 +274,7 @@ def test_huge_image_downscaled_with_notice(
     assert tuple(auto["image_size"]) == (AUTO_MAX_DIM + 200, 48)
     same = tmp_path / "g.h5"
     result = _run("extract", path, "-o", same, "--num-keypoints", 200, "--max-dim", AUTO_MAX_DIM)
-    assert "downscaled" not in caplog.text  # asked for: no notice
+    assert "px; downscaled" not in caplog.text  # asked for: no notice
     np.testing.assert_array_equal(auto["keypoints"], _features(same, "wide.png")["keypoints"])
 
 

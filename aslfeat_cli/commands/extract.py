@@ -217,10 +217,8 @@ def command(
         device=device,
         fp16=fp16,
     )
-    if not quiet:
-        click.echo(
-            f"aslfeat: {len(images)} image(s), running on {_device_line(extractor)}", err=True
-        )
+    # The session itself logs the device notice ("aslfeat runs on cpu (...)").
+    logger.info("%d image(s) -> %s (%s)", len(images), output, fmt)
     summary = run_extraction(
         images,
         output,
