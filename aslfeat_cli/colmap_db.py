@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -242,7 +242,7 @@ def import_features(
     database: Path,
     features_path: Path,
     names: Iterable[str],
-    image_dir: Path | None = None,
+    image_paths: Mapping[str, Path] | None = None,
     single_camera: bool = False,
     progress: bool = True,
 ) -> dict[str, int]:
@@ -271,7 +271,8 @@ def import_features(
             if name in writer.names():
                 continue
             feats = h5io.read_features(features_path, name)
-            path = Path(image_dir) / name if image_dir is not None else None
+            # The image file is read only for its EXIF focal length.
+            path = image_paths.get(name) if image_paths is not None else None
             writer.add(name, path, feats["keypoints"], feats["descriptors"], feats["image_size"])
     ids = image_ids(database)
     return {name: ids[name] for name in names}

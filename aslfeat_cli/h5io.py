@@ -194,11 +194,16 @@ def write_matches(
         grp.create_dataset("inliers0", data=inliers)
 
 
+def _complete(grp: h5py.Group) -> bool:
+    return "matches0" in grp and "matching_scores0" in grp
+
+
 def _find_pair(fh: h5py.Group, name0: str, name1: str) -> tuple[str, bool] | None:
     """The group key for a pair and whether it is stored reversed (hloc's find_pair)."""
     for a, b, reverse in ((name0, name1, False), (name1, name0, True)):
         key = names_to_pair(a, b)
-        if key in fh and isinstance(fh[key], h5py.Group) and "matches0" in fh[key]:
+        # Both datasets: a group cut short by an interrupted run does not count.
+        if key in fh and isinstance(fh[key], h5py.Group) and _complete(fh[key]):
             return key, reverse
     return None
 

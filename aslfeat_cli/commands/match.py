@@ -1,0 +1,105 @@
+"""`aslfeat match`: mutual nearest-neighbour matching of a features file, to hloc matches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from .pairs import pair_mode_options, quiet_flag
+
+logger = logging.getLogger(__name__)
+
+
+@click.command(
+    "match",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  aslfeat match features.h5 -o matches.h5 --exhaustive
+  aslfeat match features.h5 -o matches.h5 --pairs pairs.txt --ratio 0.9
+  aslfeat match features.h5 -o matches.h5 --sequential 10 --verify fundamental
+""",
+)
+@click.argument("features", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Matches file (hloc layout; matches0 int32, -1 = unmatched).",
+)
+@pair_mode_options
+@click.option(
+    "--ratio",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Lowe's ratio test on L2 distances (e.g. 0.8), applied both ways. Default: off.",
+)
+@click.option(
+    "--max-distance",
+    type=click.FloatRange(0, 2, min_open=True),
+    default=None,
+    help="Reject matches whose L2 descriptor distance exceeds this (0..2). Default: off.",
+)
+@click.option(
+    "--verify",
+    type=click.Choice(["fundamental", "homography"]),
+    default=None,
+    help="Geometric verification with OpenCV's USAC MAGSAC++; stores an inliers0 mask.",
+)
+@click.option(
+    "--verify-threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="RANSAC threshold in pixels for --verify.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Start a new matches file (default: resume, skip pairs)."
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    features: Path,
+    output: Path,
+    pairs_file: Path | None,
+    exhaustive: bool,
+    sequential: int | None,
+    loop_stride: int,
+    ratio: float | None,
+    max_distance: float | None,
+    verify: str | None,
+    verify_threshold: float,
+    overwrite: bool,
+) -> None:
+    """Match the features of image pairs by mutual nearest neighbours.
+
+    Descriptors are L2-normalised; pairs already in OUTPUT are skipped, so an interrupted
+    run resumes. A summary goes to stderr.
+    """
+    from .. import h5io
+    from ..matching import MatchOptions, match_pairs
+    from ..pairs import make_pairs
+    from ..verification import VerifyOptions
+
+    quiet = quiet_flag(ctx)
+    names = h5io.list_names(features)
+    pairs = make_pairs(names, pairs_file, exhaustive, sequential, loop_stride)
+    options = MatchOptions(ratio=ratio, max_distance=max_distance)
+    verify_options = VerifyOptions(verify, verify_threshold) if verify else None
+    summary = match_pairs(
+        features, pairs, output, options, verify_options, overwrite=overwrite, progress=not quiet
+    )
+    if quiet:
+        return
+    line = (
+        f"{summary.n_matched} pair(s) matched in {summary.seconds:.1f} s "
+        f"({summary.pairs_per_second:.1f} pairs/s), mean {summary.mean_matches:.0f} matches"
+    )
+    if summary.total_inliers is not None and summary.n_matched:
+        line += f", mean {summary.total_inliers / summary.n_matched:.0f} inliers"
+    if summary.n_skipped:
+        line += f"; {summary.n_skipped} already in {output}"
+    click.echo(line, err=True)

@@ -1,0 +1,155 @@
+"""`aslfeat reconstruct`: images to a sparse COLMAP model (extract, pairs, match, map)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+from .pairs import pair_mode_options, quiet_flag
+
+logger = logging.getLogger(__name__)
+
+
+@click.command(
+    "reconstruct",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  aslfeat reconstruct images/ -o sfm/
+  aslfeat reconstruct frames/ -o sfm/ --sequential 8 --loop-stride 30 --single-camera
+  aslfeat reconstruct images/ -o sfm/ --features hloc_features.h5 --ratio 0.9
+""",
+)
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (features, matches, database.db, sparse/ and sparse_text/).",
+)
+@click.option(
+    "--image-list",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Text file naming one image per line, relative to --image-root.",
+)
+@click.option(
+    "--image-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder that image names are relative to.",
+)
+@click.option(
+    "--features",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Use this features file (hloc layout) instead of extracting.",
+)
+@pair_mode_options
+@click.option("--num-keypoints", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.option(
+    "--max-dim",
+    type=click.IntRange(min=16),
+    default=1600,
+    show_default=True,
+    help="Downscale images for extraction so the long side fits (keypoints stay in "
+    "original pixels).",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="ONNX model file (default: the shipped weights/aslfeat.onnx).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--ratio",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="Lowe's ratio test for matching (1 = off): mapping needs few wrong matches.",
+)
+@click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
+@click.option(
+    "--threads", type=int, default=-1, show_default=True, help="Mapper threads (-1 = all)."
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Redo everything in OUTPUT (default: reuse features and matches already there).",
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    output: Path,
+    image_list: Path | None,
+    image_root: Path | None,
+    features: Path | None,
+    pairs_file: Path | None,
+    exhaustive: bool,
+    sequential: int | None,
+    loop_stride: int,
+    num_keypoints: int,
+    max_dim: int,
+    model: Path | None,
+    device: str,
+    ratio: float,
+    single_camera: bool,
+    threads: int,
+    overwrite: bool,
+) -> None:
+    """Reconstruct a sparse COLMAP model from images.
+
+    Extracts ASLFeat features, matches exhaustive pairs (or --sequential / --pairs),
+    imports everything into OUTPUT/database.db, verifies the matches and runs pycolmap's
+    incremental mapper. The largest model is written to OUTPUT/sparse (binary) and
+    OUTPUT/sparse_text (text); its statistics are printed to stdout.
+    """
+    from ..extraction import find_images
+    from ..matching import MatchOptions
+    from ..pairs import make_pairs
+    from ..reconstruct import (
+        configure_colmap_logging,
+        reconstruct_from_features,
+        run_reconstruction,
+    )
+
+    quiet = quiet_flag(ctx)
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    if not inputs and image_list is None:
+        raise click.UsageError("give image files or folders, or --image-list")
+    images = find_images(list(inputs), image_list, image_root)
+    names = [name for _, name in images]
+    if len(images) < 2:
+        raise UserError("reconstruction needs at least two images")
+    if pairs_file is None and sequential is None:
+        exhaustive = True
+    pairs = make_pairs(names, pairs_file, exhaustive, sequential, loop_stride)
+    options = MatchOptions(ratio=None if ratio >= 1 else ratio)
+    configure_colmap_logging(verbose and not quiet)
+    common = dict(
+        pairs=pairs,
+        match_options=options,
+        single_camera=single_camera,
+        overwrite=overwrite,
+        progress=not quiet,
+        num_threads=threads,
+    )
+    if features is not None:
+        stats = reconstruct_from_features(images, features, output, **common)
+    else:
+        from ..extractor import Extractor
+
+        extractor = Extractor(
+            model=model, num_keypoints=num_keypoints, max_dim=max_dim, device=device
+        )
+        stats = run_reconstruction(images, output, extractor, **common)
+    click.echo(stats.table())

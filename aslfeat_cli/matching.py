@@ -1,0 +1,278 @@
+"""Mutual nearest-neighbour matching of unit-length descriptors, pair by pair, to HDF5.
+
+Descriptors are L2-normalised, so similarity is a dot product and the squared distance is
+``2 - 2 sim``: the similarity matrix is one float32 BLAS product, computed in row blocks so
+that memory stays bounded for large keypoint counts. Each block yields the row-wise best
+(and second best, for the ratio test) and updates running column-wise bests; the mutual
+check compares the two. Scores follow hloc's nearest-neighbour matcher: (sim + 1) / 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import h5io
+from .errors import UserError
+from .pairs import Pair, clean_pairs
+from .verification import VerifyOptions, verify_pair
+
+logger = logging.getLogger(__name__)
+
+BLOCK_BYTES = 64 * 1024 * 1024  # bound on one block of the similarity matrix
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    """``ratio``: Lowe's test on L2 distances (best < ratio x second, both directions);
+    ``max_distance``: L2 distance bound (0..2 for unit descriptors); None disables either."""
+
+    ratio: float | None = None
+    max_distance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ratio is not None and not 0 < self.ratio <= 1:
+            raise UserError(f"--ratio must be in (0, 1], got {self.ratio}")
+        if self.max_distance is not None and not 0 < self.max_distance <= 2:
+            raise UserError(f"--max-distance must be in (0, 2], got {self.max_distance}")
+
+
+def normalize(descriptors: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation to float32 (zero rows stay zero)."""
+    d = np.asarray(descriptors, dtype=np.float32)
+    norm = np.linalg.norm(d, axis=1, keepdims=True)
+    return np.ascontiguousarray(d / np.maximum(norm, 1e-12))
+
+
+def _dist(sim: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(2.0 - 2.0 * sim, 0.0))
+
+
+def mutual_nn_match(
+    desc0: np.ndarray,
+    desc1: np.ndarray,
+    options: MatchOptions = MatchOptions(),
+    block_bytes: int = BLOCK_BYTES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours from desc0 (N0, D) to desc1 (N1, D), both unit length.
+
+    Returns ``matches0`` (N0,) int32 with -1 where unmatched and ``scores0`` (N0,) float32
+    ((sim + 1) / 2, 0 where unmatched).
+    """
+    n0, n1 = len(desc0), len(desc1)
+    matches0 = np.full(n0, -1, np.int32)
+    scores0 = np.zeros(n0, np.float32)
+    if n0 == 0 or n1 == 0:
+        return matches0, scores0
+    if desc0.shape[1] != desc1.shape[1]:
+        raise UserError(f"descriptor sizes differ: {desc0.shape[1]} and {desc1.shape[1]}")
+    want_second = options.ratio is not None
+    rows = max(1, block_bytes // (4 * n1))
+    best0 = np.empty(n0, np.int64)
+    sim0 = np.empty(n0, np.float32)
+    second0 = np.full(n0, -np.inf, np.float32)
+    col_best = np.full(n1, -np.inf, np.float32)
+    col_second = np.full(n1, -np.inf, np.float32)
+    for start in range(0, n0, rows):
+        sim = desc0[start : start + rows] @ desc1.T  # float32 BLAS
+        stop = start + len(sim)
+        # Column maxima only (argmax along axis 0 is a slow strided scan in numpy); the
+        # mutual check below needs values, not positions.
+        cmax = sim.max(0)
+        if want_second:
+            csecond = np.where(sim == cmax, -np.inf, sim).max(0)
+            col_second = np.maximum(np.minimum(col_best, cmax), np.maximum(col_second, csecond))
+        col_best = np.maximum(col_best, cmax)
+        # Row-wise best (and second best) are complete within the block.
+        r = np.arange(len(sim))
+        idx = sim.argmax(1)
+        best0[start:stop] = idx
+        sim0[start:stop] = sim[r, idx]
+        if want_second and n1 > 1:
+            sim[r, idx] = -np.inf
+            second0[start:stop] = sim.max(1)
+    # Row i's best column j is mutual when i holds j's maximum; on exact ties keep the first.
+    keep = sim0 >= col_best[best0]
+    first = np.zeros(n0, bool)
+    first[np.unique(best0[keep], return_index=True)[1]] = True
+    keep[keep] = first[: keep.sum()]
+    if options.max_distance is not None:
+        keep &= _dist(sim0) <= options.max_distance
+    if want_second:
+        ratio = options.ratio
+        keep &= _dist(sim0) <= ratio * _dist(second0)
+        keep &= _dist(sim0) <= ratio * _dist(col_second[best0])
+    matches0[keep] = best0[keep]
+    scores0[keep] = (sim0[keep] + 1.0) / 2.0
+    return matches0, scores0
+
+
+class FeatureCache:
+    """Least-recently-used cache of (keypoints, normalised descriptors) per image."""
+
+    def __init__(self, fh: h5py.File, capacity: int = 128) -> None:
+        self.fh = fh
+        self.capacity = max(2, capacity)
+        self._items: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.loads = 0
+
+    def get(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keypoints (N,2), unit descriptors (N,D)) of an image, loading it on a miss."""
+        if name in self._items:
+            self._items.move_to_end(name)
+            return self._items[name]
+        feats = h5io.read_features(self.fh, name)
+        item = (feats["keypoints"], normalize(feats["descriptors"]))
+        self.loads += 1
+        self._items[name] = item
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return item
+
+
+def order_for_cache(pairs: Sequence[Pair], capacity: int) -> list[Pair]:
+    """Reorder pairs tile by tile so that an LRU cache of ``capacity`` images loads each
+    image about n / (capacity / 2) times instead of once per pair."""
+    index: dict[str, int] = {}
+    for a, b in pairs:
+        index.setdefault(a, len(index))
+        index.setdefault(b, len(index))
+    if len(index) <= capacity:
+        return list(pairs)
+    tile = max(1, capacity // 2)
+
+    def key(pair: Pair) -> tuple[int, int, int, int]:
+        i, j = sorted((index[pair[0]], index[pair[1]]))
+        return (i // tile, j // tile, i, j)
+
+    return sorted(pairs, key=key)
+
+
+@dataclass
+class MatchSummary:
+    """What a matching run did."""
+
+    n_pairs: int = 0  # pairs requested (after removing self and duplicate pairs)
+    n_matched: int = 0  # pairs matched in this run
+    n_skipped: int = 0  # pairs already in the output (resume)
+    n_empty: int = 0  # pairs where an image has no keypoints
+    total_matches: int = 0
+    total_inliers: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def mean_matches(self) -> float:
+        return self.total_matches / max(self.n_matched, 1)
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.n_matched / self.seconds if self.seconds > 0 else 0.0
+
+
+def _check_descriptor_sizes(fh: h5py.File, names: set[str], label: Path) -> None:
+    """UserError when the images of the pairs hold descriptors of different sizes."""
+    sizes: dict[int, str] = {}
+    for name in sorted(names):
+        grp = fh[name]
+        if "descriptors" not in grp:
+            raise UserError(f"{label}: image {name!r} has no descriptors")
+        n = grp["keypoints"].shape[0]
+        shape = grp["descriptors"].shape
+        dim = shape[0] if len(shape) == 2 and shape[1] == n else shape[-1]
+        sizes.setdefault(dim, name)
+        if len(sizes) > 1:
+            (d0, n0), (d1, n1) = list(sizes.items())[:2]
+            raise UserError(
+                f"{label}: descriptor sizes differ: {n0!r} has {d0}, {n1!r} has {d1} "
+                "(features from different extractors?)"
+            )
+
+
+def match_pairs(
+    features: Path,
+    pairs: Sequence[Pair],
+    output: Path,
+    options: MatchOptions = MatchOptions(),
+    verify: VerifyOptions | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    cache_size: int = 128,
+) -> MatchSummary:
+    """Match every pair of images of a features file and write hloc-style matches.
+
+    Pairs already in ``output`` are skipped (resume) unless ``overwrite``. All inputs are
+    checked (names present, one descriptor size) before the output is touched.
+    """
+    from tqdm import tqdm
+
+    features, output = Path(features), Path(output)
+    if features.resolve() == output.resolve():
+        raise UserError("the matches file must differ from the features file")
+    names = h5io.list_names(features)
+    if not features.exists():
+        raise UserError(f"{features}: no such features file")
+    if not names:
+        raise UserError(f"{features}: holds no features (run aslfeat extract first)")
+    pairs = clean_pairs(pairs, names)
+    summary = MatchSummary(n_pairs=len(pairs))
+    if not pairs:
+        logger.warning("no pairs to match")
+        return summary
+    if output.exists() and not h5py.is_hdf5(output):
+        raise UserError(f"{output}: exists and is not an HDF5 file")
+    start = time.perf_counter()
+    with h5py.File(features, "r") as ffh:
+        _check_descriptor_sizes(ffh, {n for p in pairs for n in p}, features)
+        if overwrite and output.exists():
+            output.unlink()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(output, "a") as mfh:
+            todo = []
+            for a, b in pairs:
+                done = h5io.has_pair(mfh, a, b)
+                if done and verify is not None:
+                    key = h5io.names_to_pair(a, b)
+                    key = key if key in mfh else h5io.names_to_pair(b, a)
+                    done = "inliers0" in mfh[key]
+                if done:
+                    summary.n_skipped += 1
+                else:
+                    todo.append((a, b))
+            if summary.n_skipped:
+                logger.info("%d pair(s) already in %s: skipped", summary.n_skipped, output)
+            cache = FeatureCache(ffh, cache_size)
+            if verify is not None:
+                summary.total_inliers = 0
+            for a, b in tqdm(
+                order_for_cache(todo, cache.capacity),
+                desc="match",
+                unit="pair",
+                disable=not progress or not todo,
+            ):
+                kp0, d0 = cache.get(a)
+                kp1, d1 = cache.get(b)
+                m0, s0 = mutual_nn_match(d0, d1, options)
+                if len(d0) == 0 or len(d1) == 0:
+                    summary.n_empty += 1
+                inliers = None
+                if verify is not None:
+                    valid = np.flatnonzero(m0 >= 0)
+                    mask = verify_pair(kp0, kp1, np.stack([valid, m0[valid]], -1), verify)
+                    inliers = np.zeros(len(m0), bool)
+                    inliers[valid[mask]] = True
+                    summary.total_inliers += int(inliers.sum())
+                h5io.write_matches(mfh, a, b, m0, s0, inliers=inliers, num_keypoints1=len(d1))
+                summary.n_matched += 1
+                summary.total_matches += int((m0 >= 0).sum())
+    summary.seconds = time.perf_counter() - start
+    if summary.n_empty:
+        logger.warning("%d pair(s) involve an image without keypoints", summary.n_empty)
+    logger.debug("loaded %d feature sets for %d pairs", cache.loads, summary.n_matched)
+    return summary

@@ -1,0 +1,237 @@
+"""Images to a sparse COLMAP model: extract -> pairs -> match -> database -> incremental mapping.
+
+Output folder layout (hloc-like)::
+
+    OUT/features.h5     features (hloc layout)           OUT/pairs.txt     pairs matched
+    OUT/matches.h5      matches (hloc layout, int32)     OUT/database.db   COLMAP database
+    OUT/models/<i>/     every model the mapper made (binary)
+    OUT/sparse/         the largest model, binary        OUT/sparse_text/  the same, as text
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import colmap_db, h5io
+from .errors import UserError
+from .matching import MatchOptions, match_pairs
+from .pairs import Pair, exhaustive, natural_key, sequential, write_pairs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconstructionStats:
+    """Summary of the largest model."""
+
+    n_images: int
+    registered: int
+    points: int
+    mean_track_length: float
+    mean_reprojection_error: float
+    n_models: int
+    verified_pairs: int
+    seconds: float
+    model_path: Path | None
+
+    def table(self) -> str:
+        """The stats as an aligned two-column table."""
+        rows = [
+            ("images", f"{self.n_images}"),
+            ("registered images", f"{self.registered}"),
+            ("3D points", f"{self.points}"),
+            ("mean track length", f"{self.mean_track_length:.2f}"),
+            ("mean reprojection error (px)", f"{self.mean_reprojection_error:.3f}"),
+            ("models", f"{self.n_models}"),
+            ("verified pairs", f"{self.verified_pairs}"),
+            ("seconds", f"{self.seconds:.1f}"),
+            ("model", str(self.model_path) if self.model_path else "-"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def configure_colmap_logging(verbose: bool) -> None:
+    """COLMAP's own log (glog) to stderr, and only errors unless ``verbose``."""
+    pycolmap = colmap_db._pycolmap()
+    pycolmap.logging.logtostderr = True
+    pycolmap.logging.minloglevel = 0 if verbose else 2
+
+
+def image_root(images: Sequence[tuple[Path, str]]) -> Path:
+    """The folder that all image names are relative to (names from ``find_images``)."""
+    roots = set()
+    for path, name in images:
+        root = Path(path).resolve()
+        for _ in Path(name).parts:
+            root = root.parent
+        roots.add(root)
+    if len(roots) != 1:
+        raise UserError("the images do not share one root folder; give --image-root")
+    return roots.pop()
+
+
+def choose_pairs(names: Sequence[str], sequential_overlap: int | None, loop_stride: int) -> list:
+    """Exhaustive pairs by default, sequential ones (natural name order) on request."""
+    if sequential_overlap is None:
+        return exhaustive(list(names))
+    return sequential(sorted(names, key=natural_key), sequential_overlap, loop_stride)
+
+
+def _check_database(database: Path, names: set[str], overwrite: bool) -> None:
+    """Refuse a database holding images other than ours (unless overwrite: start anew)."""
+    if not database.exists():
+        return
+    if overwrite:
+        database.unlink()
+        return
+    other = sorted(set(colmap_db.image_ids(database)) - names)
+    if other:
+        raise UserError(
+            f"{database} already holds {len(other)} image(s) that are not inputs "
+            f"(e.g. {other[0]!r}); use a new output folder or --overwrite"
+        )
+
+
+def _mapper_options(pycolmap: Any, num_threads: int, seed: int | None) -> Any:
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = num_threads
+    if seed is not None:
+        options.random_seed = seed
+    return options
+
+
+def reconstruct_from_features(
+    images: Sequence[tuple[Path, str]],
+    features: Path,
+    out_dir: Path,
+    pairs: Sequence[Pair] | None = None,
+    match_options: MatchOptions | None = None,
+    single_camera: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    num_threads: int = -1,
+    seed: int | None = 0,
+) -> ReconstructionStats:
+    """Match, build the database and map, from features already in ``features``.
+
+    ``images`` are (path, name) pairs; ``pairs`` default to exhaustive. Returns the stats
+    of the largest model, written to OUT/sparse (binary) and OUT/sparse_text (text).
+    """
+    pycolmap = colmap_db._pycolmap()
+    match_options = match_options or MatchOptions()
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = [name for _, name in images]
+    available = set(h5io.list_names(features))
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise UserError(f"{features}: no features for {len(missing)} image(s), e.g. {missing[0]!r}")
+    if pairs is None:
+        pairs = exhaustive(names)
+    database = out_dir / "database.db"
+    _check_database(database, set(names), overwrite)
+
+    write_pairs(out_dir / "pairs.txt", pairs)
+    matches = out_dir / "matches.h5"
+    summary = match_pairs(
+        features, pairs, matches, match_options, overwrite=overwrite, progress=progress
+    )
+    logger.info(
+        "matched %d pair(s), mean %.0f matches",
+        summary.n_matched + summary.n_skipped,
+        summary.mean_matches,
+    )
+    paths = {name: Path(path) for path, name in images}
+    colmap_db.import_features(database, features, names, paths, single_camera, progress)
+    colmap_db.import_matches(database, matches, pairs, progress=progress)
+    verified = colmap_db.verify_matches(database, pairs)
+    logger.info("%d pair(s) geometrically verified", verified)
+
+    models_dir = out_dir / "models"
+    if models_dir.exists():
+        shutil.rmtree(models_dir)
+    models_dir.mkdir()
+    models = pycolmap.incremental_mapping(
+        database, image_root(images), models_dir, _mapper_options(pycolmap, num_threads, seed)
+    )
+    stats = ReconstructionStats(
+        n_images=len(names),
+        registered=0,
+        points=0,
+        mean_track_length=0.0,
+        mean_reprojection_error=0.0,
+        n_models=len(models),
+        verified_pairs=verified,
+        seconds=0.0,
+        model_path=None,
+    )
+    if models:
+        best = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+        for sub in ("sparse", "sparse_text"):
+            if (out_dir / sub).exists():
+                shutil.rmtree(out_dir / sub)
+            (out_dir / sub).mkdir()
+        best.write_binary(str(out_dir / "sparse"))
+        best.write_text(str(out_dir / "sparse_text"))
+        stats.registered = best.num_reg_images()
+        stats.points = best.num_points3D()
+        stats.mean_track_length = float(best.compute_mean_track_length())
+        stats.mean_reprojection_error = float(best.compute_mean_reprojection_error())
+        stats.model_path = out_dir / "sparse"
+    else:
+        logger.warning("the mapper built no model (too few verified matches?)")
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def run_reconstruction(
+    images: Sequence[tuple[Path, str]],
+    out_dir: Path,
+    extractor: Any,
+    pairs: Sequence[Pair] | None = None,
+    match_options: MatchOptions | None = None,
+    single_camera: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    num_threads: int = -1,
+    seed: int | None = 0,
+) -> ReconstructionStats:
+    """Extract features with ``extractor`` into OUT/features.h5 (resuming), then
+    :func:`reconstruct_from_features`."""
+    from .extraction import run_extraction
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features = out_dir / "features.h5"
+    result = run_extraction(
+        list(images), features, extractor, fmt="h5", overwrite=overwrite, progress=progress
+    )
+    if result.n_failed:
+        failed = {name for name, _ in result.failures}
+        for name, message in result.failures:
+            logger.warning("skipping %s: %s", name, message)
+        images = [(p, n) for p, n in images if n not in failed]
+        if pairs is not None:
+            pairs = [(a, b) for a, b in pairs if a not in failed and b not in failed]
+    if len(images) < 2:
+        raise UserError("fewer than two images with features: nothing to reconstruct")
+    return reconstruct_from_features(
+        images,
+        features,
+        out_dir,
+        pairs=pairs,
+        match_options=match_options,
+        single_camera=single_camera,
+        overwrite=overwrite,
+        progress=progress,
+        num_threads=num_threads,
+        seed=seed,
+    )
