@@ -1,0 +1,108 @@
+"""Training code: a real optimisation step, resuming, and the loss's degenerate cases.
+
+Small (64x64 crops, a few steps) so the file runs in seconds on a shared CPU. Photos are
+skimage's sample images written to a temporary folder, so no shared data is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+skdata = pytest.importorskip("skimage.data")
+
+from aslfeat_export.convert import load_weights  # noqa: E402
+from aslfeat_export.model import ASLFeat  # noqa: E402
+from aslfeat_training.data import PairSampler, grid_correspondences  # noqa: E402
+from aslfeat_training.losses import detector_weighted_loss  # noqa: E402
+from aslfeat_training.train import parse_args, run, train_step  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photo_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    cv2.imwrite(str(root / "camera.png"), skdata.camera())
+    cv2.imwrite(str(root / "astronaut.png"), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    return root
+
+
+def _args(out: Path, photos: Path, *extra: str):
+    return parse_args(
+        [
+            "--out", str(out), "--data", str(photos), "--pairs", str(out / "no_pairs"),
+            "--crop", "64", "--batch", "1", "--num-corr", "128", "--val-synthetic", "0",
+            "--log-every", "1", "--no-progress", "--threads", "1", *extra,
+        ]
+    )  # fmt: skip
+
+
+def test_step_changes_parameters_and_overfits_one_batch(photo_root: Path, tmp_path: Path):
+    torch.manual_seed(0)
+    args = _args(tmp_path, photo_root)
+    model = ASLFeat("u").train()
+    sampler = PairSampler(sorted(photo_root.glob("*.png")), crop=64, batch_size=1)
+    images_a, images_b, homographies = sampler.batch(np.random.default_rng(3))
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss, stats = train_step(model, images_a, images_b, homographies, args)
+        assert torch.isfinite(loss) and stats["n_corr"] >= 32
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    changed = [k for k, v in model.named_parameters() if not torch.equal(v, before[k])]
+    assert "backbone.conv0.conv.weight" in changed and "backbone.conv6.conv.weight" in changed
+    assert losses[-1] < losses[0]
+    # The instance-max normalisers moved away from their initial 1 as moving averages.
+    assert not torch.allclose(model.instance_max, torch.ones(3))
+
+
+def test_resume_continues_step_count(photo_root: Path, tmp_path: Path):
+    first = run(_args(tmp_path, photo_root, "--steps", "2", "--ckpt-every", "1"))
+    assert first["step"] == 2 and np.isfinite(first["loss"])
+    second = run(_args(tmp_path, photo_root, "--steps", "3", "--resume"))
+    assert second["step"] == 3
+    state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == 3
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+    for name in ("last.pt", "best.pt"):
+        assert isinstance(load_weights(tmp_path / name), ASLFeat)
+
+
+def test_loss_without_correspondences_is_zero_and_backward_safe():
+    desc_a = torch.randn(128, 8, 8, requires_grad=True)
+    desc_b = torch.randn(128, 8, 8, requires_grad=True)
+    score_a = torch.rand(32, 32, requires_grad=True)
+    score_b = torch.rand(32, 32, requires_grad=True)
+    empty = torch.zeros(0, 2)
+    loss, stats = detector_weighted_loss(desc_a, desc_b, score_a, score_b, empty, empty)
+    loss.backward()
+    assert float(loss) == 0.0 and stats["n_corr"] == 0
+    assert float(desc_a.grad.abs().sum()) == 0.0 and float(score_a.grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("loss_type", ["circle", "hardest_contrastive"])
+def test_loss_prefers_matching_descriptors(loss_type: str):
+    """Identical descriptors at corresponding cells score lower than unrelated ones."""
+    torch.manual_seed(0)
+    h = np.array([[1.0, 0, 4], [0, 1, 4], [0, 0, 1]])  # shift by exactly one descriptor cell
+    pos_a, pos_b = (torch.from_numpy(p) for p in grid_correspondences(h, (64, 64)))
+    desc_a = torch.randn(128, 16, 16)
+    desc_b = torch.roll(desc_a, shifts=(1, 1), dims=(1, 2))  # b at cell+1 == a at cell
+    scores = torch.ones(64, 64)
+    good, stats = detector_weighted_loss(
+        desc_a, desc_b, scores, scores, pos_a, pos_b, loss_type=loss_type
+    )
+    bad, _ = detector_weighted_loss(
+        desc_a, torch.randn(128, 16, 16), scores, scores, pos_a, pos_b, loss_type=loss_type
+    )
+    assert float(good) < float(bad)
+    assert stats["accuracy"] == 1.0

@@ -1,0 +1,305 @@
+"""Self-supervised training of ASLFeat on synthetic homography pairs (CPU friendly).
+
+Example::
+
+    python -m aslfeat_training.train --out runs/train --variant u --crop 256 --batch 2 \
+        --lr 1e-3 --seed 0 --until 23:35 --resume
+
+Every step draws fresh pairs (:mod:`.data`), runs both views through the backbone in one
+batch (batch norm in training mode), updates the instance-max normalisers as moving averages
+(decay 0.99, as the official code) and minimises the detector-weighted ranking loss
+(:mod:`.losses`). Outputs in ``--out``:
+
+* ``checkpoint.pt`` — resumable state (model, optimiser, step, RNG states, best score), written
+  every ``--ckpt-every`` steps, at the end and on SIGTERM/SIGINT;
+* ``last.pt`` and ``best.pt`` — weight files (:func:`aslfeat_export.convert.save_weights`), the
+  best by the mean validation MMA@3 (held-out synthetic pairs, graf and boat);
+* ``log.jsonl`` — one JSON object per line: ``{"kind": "train", ...}`` with the loss every
+  ``--log-every`` steps and ``{"kind": "val", ...}`` with the validation metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aslfeat_export.convert import save_weights
+from aslfeat_export.model import LEVELS, ASLFeat
+
+from .data import PairSampler, default_data_root, grid_correspondences, train_val_photos
+from .losses import LOSSES, detector_weighted_loss, fuse_scores
+from .validate import evaluate, real_pairs, summarise, synthetic_pairs
+
+logger = logging.getLogger("aslfeat_training")
+
+INSTANCE_MAX_DECAY = 0.99
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--variant", default="u", choices=("u", "a", "h", "plain"))
+    p.add_argument("--steps", type=int, default=100000, help="stop after this many steps")
+    p.add_argument("--crop", type=int, default=256, help="square crop size (pixels)")
+    p.add_argument("--batch", type=int, default=2, help="pairs per step")
+    p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--loss", default="circle", choices=sorted(LOSSES))
+    p.add_argument("--num-corr", type=int, default=512, help="correspondences per pair")
+    p.add_argument("--safe-radius", type=float, default=12.0, help="pixels (3 descriptor cells)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the backbone")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.add_argument("--until", default=None, help="stop at this local time HH:MM")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this long")
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--val-at-start", action="store_true", help="validate before training")
+    p.add_argument("--val-synthetic", type=int, default=8, help="held-out synthetic pairs")
+    p.add_argument("--val-size", type=int, default=320, help="synthetic validation crop")
+    p.add_argument("--val-max-dim", type=int, default=0, help="downscale graf/boat (0: full)")
+    p.add_argument("--val-keypoints", type=int, default=2000)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--data", type=Path, default=None, help="training photos (../shared/data/train)")
+    p.add_argument("--pairs", type=Path, default=None, help="real pairs (../shared/data/pairs)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def deadline(args: argparse.Namespace, start: float) -> float:
+    """Wall-clock time (time.time()) at which to stop; inf when unlimited."""
+    end = math.inf
+    if args.max_minutes is not None:
+        end = min(end, start + 60 * args.max_minutes)
+    if args.until:
+        hour, minute = (int(x) for x in args.until.split(":"))
+        now = dt.datetime.now()
+        target = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if target <= now:
+            target += dt.timedelta(days=1)
+        end = min(end, target.timestamp())
+    return end
+
+
+def update_instance_max(model: ASLFeat, levels: dict[str, torch.Tensor]) -> None:
+    """Moving average of each detector level's maximum (official: decay 0.99, then used)."""
+    with torch.no_grad():
+        for i, name in enumerate(LEVELS):
+            current = levels[name].detach().float().max()
+            model.instance_max[i] = (
+                INSTANCE_MAX_DECAY * model.instance_max[i] + (1 - INSTANCE_MAX_DECAY) * current
+            )
+
+
+def train_step(
+    model: ASLFeat,
+    images_a: torch.Tensor,
+    images_b: torch.Tensor,
+    homographies: np.ndarray,
+    args: argparse.Namespace,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward both views, update the normalisers and return the mean loss over the pairs."""
+    n, _, height, width = images_a.shape
+    images = torch.cat([images_a, images_b])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
+        dense = model.backbone(images)
+        update_instance_max(model, dense.levels)
+        levels = [lv.float() for lv in model.level_scores(dense)]
+    scores = fuse_scores(levels, (height, width))[:, 0]
+    desc = dense.descriptor_map.float()
+    losses, accs, n_corr = [], [], []
+    for k in range(n):
+        pos_a, pos_b = grid_correspondences(homographies[k], (width, height))
+        loss, stats = detector_weighted_loss(
+            desc[k],
+            desc[n + k],
+            scores[k],
+            scores[n + k],
+            torch.from_numpy(pos_a),
+            torch.from_numpy(pos_b),
+            loss_type=args.loss,
+            num_corr=args.num_corr,
+            safe_radius=args.safe_radius,
+            generator=generator,
+        )
+        losses.append(loss)
+        accs.append(stats["accuracy"])
+        n_corr.append(stats["n_corr"])
+    valid = [a for a in accs if not math.isnan(a)]
+    return torch.stack(losses).mean(), {
+        "accuracy": float(np.mean(valid)) if valid else float("nan"),
+        "n_corr": float(np.mean(n_corr)),
+        "score_mean": float(scores.detach().mean()),
+    }
+
+
+def make_optimizer(model: ASLFeat, args: argparse.Namespace) -> torch.optim.Optimizer:
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay
+        )
+    return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic write (temporary file, then rename) so a kill never leaves half a checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+class Stop:
+    """Set by SIGTERM/SIGINT; the loop finishes its step, saves and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.requested = True
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train; returns a summary dict (steps done, last loss, best score)."""
+    start_time = time.time()
+    end_time = deadline(args, start_time)
+    torch.set_num_threads(args.threads)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    log_path = out / "log.jsonl"
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    model = ASLFeat(args.variant)
+    if args.init is not None:
+        from aslfeat_export.convert import load_weights
+
+        model.load_state_dict(load_weights(args.init).state_dict())
+    optimizer = make_optimizer(model, args)
+    step, best = 0, -1.0
+    if args.resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        rng.bit_generator.state = state["numpy_rng"]
+        generator.set_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_global_rng"])
+        logger.info("resumed from %s at step %d (best %.4f)", ckpt_path, step, best)
+    model.train()
+
+    train_photos, val_photos = train_val_photos(args.data)
+    sampler = PairSampler(train_photos, crop=args.crop, batch_size=args.batch)
+    pairs_root = args.pairs or default_data_root().parent / "pairs"
+    val_set = synthetic_pairs(val_photos, args.val_synthetic, size=args.val_size)
+    val_set += real_pairs(pairs_root, args.val_max_dim)
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "best": best,
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": generator.get_state(),
+                "torch_global_rng": torch.get_rng_state(),
+                "args": {k: str(v) for k, v in vars(args).items()},
+            },
+        )
+        save_weights(model, out / "last.pt", step=str(step), loss=args.loss)
+
+    def log(record: dict) -> None:
+        record["time"] = dt.datetime.now().isoformat(timespec="seconds")
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def validate() -> dict:
+        nonlocal best
+        t0 = time.time()
+        summary = summarise(evaluate(model, val_set, args.val_keypoints))
+        summary["val_seconds"] = round(time.time() - t0, 1)
+        log({"kind": "val", "step": step, **summary})
+        if summary["score"] > best:
+            best = summary["score"]
+            save_weights(model, out / "best.pt", step=str(step), score=f"{best:.4f}")
+        logger.info("step %d validation: %s", step, json.dumps(summary))
+        return summary
+
+    stop = Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    if args.val_at_start and step == 0:
+        validate()
+    bar = tqdm(
+        total=args.steps, initial=step, disable=args.no_progress, mininterval=10, smoothing=0.05
+    )
+    window: list[tuple[float, float]] = []
+    last_loss = float("nan")
+    t_window = time.time()
+    while step < args.steps and not stop.requested and time.time() < end_time:
+        images_a, images_b, homographies = sampler.batch(rng)
+        loss, stats = train_step(model, images_a, images_b, homographies, args, generator)
+        optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+            optimizer.step()
+        step += 1
+        last_loss = float(loss.detach())
+        window.append((last_loss, stats["accuracy"]))
+        bar.update(1)
+        if step % args.log_every == 0:
+            losses = [w[0] for w in window if math.isfinite(w[0])]
+            accs = [w[1] for w in window if math.isfinite(w[1])]
+            record = {
+                "kind": "train",
+                "step": step,
+                "loss": float(np.mean(losses)) if losses else None,
+                "accuracy": float(np.mean(accs)) if accs else None,
+                "score_mean": stats["score_mean"],
+                "instance_max": [round(float(x), 4) for x in model.instance_max],
+                "sec_per_step": round((time.time() - t_window) / len(window), 3),
+            }
+            log(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy'] or 0:.3f}")
+            window, t_window = [], time.time()
+        if step % args.ckpt_every == 0:
+            checkpoint()
+        if step % args.val_every == 0:
+            validate()
+    bar.close()
+    reason = "signal" if stop.requested else ("time" if time.time() >= end_time else "steps")
+    if step % args.val_every != 0 and reason != "signal":
+        validate()
+    checkpoint()
+    if not (out / "best.pt").exists():
+        save_weights(model, out / "best.pt", step=str(step))
+    log({"kind": "end", "step": step, "reason": reason, "best": best})
+    logger.info("stopped at step %d (%s); best validation score %.4f", step, reason, best)
+    return {"step": step, "loss": last_loss, "best": best, "reason": reason}
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
