@@ -1,0 +1,141 @@
+"""Matching quality of ASLFeat against OpenCV SIFT on homography pairs, in one run.
+
+Methods: ours (the shipped weights/aslfeat.onnx, or --model) and OpenCV SIFT (RootSIFT), both
+with the same keypoint budget (5000) and mutual nearest-neighbour matching. Data:
+
+* graf 1->3 and boat 1->2 from ../shared/data/pairs (real viewpoint / zoom-rotation changes);
+* N synthetic pairs made by ``aslfeat_cli.synthetic.make_pair`` from the held-out validation
+  photos (``split_photos``: never used for training), with a fixed seed, so every run and
+  every model sees the same pairs.
+
+Metrics come from ``aslfeat_cli.homography_eval`` (the code path of ``aslfeat evaluate``):
+MMA at 1, 3, 5 px, number of matches, repeatability, matching score, recall and homography
+accuracy (share of pairs with mean corner error <= 1/3/5 px after RANSAC). Prints a table;
+--json writes the numbers. Needs ../shared/data.
+
+    python benchmarks/eval_quality.py [--model weights/aslfeat.onnx] [--synthetic 50]
+        [--seed 0] [--size 480x360] [--num-keypoints 5000] [--no-ours] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+REAL_PAIRS = ("graf_1_3", "boat_1_2")
+
+
+def synthetic_pairs(count: int, seed: int, size: tuple[int, int]) -> list:
+    """``count`` pairs from the validation photos (cycled in sorted order), one seeded rng."""
+    from aslfeat_cli.homography_eval import ArrayPair
+    from aslfeat_cli.synthetic import make_pair, split_photos
+
+    _, val = split_photos(DATA / "train")
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for index in range(count):
+        photo = cv2.imread(str(val[index % len(val)]), cv2.IMREAD_COLOR)
+        image_a, image_b, homography = make_pair(photo, rng, size)
+        pairs.append(ArrayPair(f"synthetic_{index:03d}", image_a, image_b, homography))
+    return pairs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: shipped)")
+    parser.add_argument("--no-ours", action="store_true", help="only SIFT (no model needed)")
+    parser.add_argument("--num-keypoints", type=int, default=5000)
+    parser.add_argument("--synthetic", type=int, default=50, help="number of synthetic pairs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", default="480x360", help="synthetic pair size WxH")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", type=Path, default=None, help="write the summaries here")
+    args = parser.parse_args()
+    if not (DATA / "pairs").is_dir() or not (DATA / "train").is_dir():
+        print(f"eval_quality: {DATA} not found (needs ../shared/data)", file=sys.stderr)
+        return 1
+
+    from aslfeat_cli import homography_eval as he
+    from aslfeat_cli.hpatches import load_homography_pairs
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    methods = []
+    if not args.no_ours:
+        methods.append(
+            he.ours_method(
+                args.model, num_keypoints=args.num_keypoints, device=args.device, name="aslfeat"
+            )
+        )
+    methods.append(he.sift_method(args.num_keypoints, name="sift"))
+
+    start = time.perf_counter()
+    real = [p for p in load_homography_pairs(DATA / "pairs") if p.sequence in REAL_PAIRS]
+    real_results = he.evaluate(real, methods, progress=False)
+    synthetic = synthetic_pairs(args.synthetic, args.seed, (width, height))
+    synthetic_results = he.evaluate(synthetic, methods, progress=False)
+    seconds = time.perf_counter() - start
+
+    label = f"synthetic x{args.synthetic}"
+    summaries = {
+        m.name: {
+            **{
+                p: he.summarize(
+                    r.metrics for r in real_results if r.method == m.name and r.sequence == p
+                )
+                for p in REAL_PAIRS
+            },
+            label: he.summarize(r.metrics for r in synthetic_results if r.method == m.name),
+        }
+        for m in methods
+    }
+    print(he.format_table(summaries, [*REAL_PAIRS, label]))
+    print(
+        f"\n{args.num_keypoints} keypoints, mutual NN; synthetic: {args.synthetic} pairs "
+        f"{width}x{height} from the validation photos, seed {args.seed}; "
+        f"model: {args.model or 'weights/aslfeat.onnx' if not args.no_ours else '-'}; "
+        f"{seconds:.0f} s"
+    )
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "settings": {
+                        "num_keypoints": args.num_keypoints,
+                        "synthetic": args.synthetic,
+                        "seed": args.seed,
+                        "size": [width, height],
+                        "model": str(args.model) if args.model else None,
+                    },
+                    "summary": {
+                        method: {
+                            group: {
+                                "mma@1": s.mma[0],
+                                "mma@3": s.mma[2],
+                                "mma@5": s.mma[4],
+                                "n_matches": s.n_matches,
+                                "repeatability": s.repeatability,
+                                "matching_score": s.matching_score,
+                                "h_acc": {str(k): v for k, v in s.homography_accuracy.items()},
+                            }
+                            for group, s in groups.items()
+                        }
+                        for method, groups in summaries.items()
+                    },
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
