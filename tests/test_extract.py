@@ -288,6 +288,18 @@ def test_descriptor_dtype_float16(image_dir: Path, tmp_path: Path) -> None:
         assert fh.attrs["descriptor_dtype"] == "float16"
 
 
+@needs_model
+def test_image_list_names_relative_to_root(image_dir: Path, tmp_path: Path) -> None:
+    _write(image_dir / "sub" / "cam.png", _samples()["camera.png"])
+    listing = tmp_path / "list.txt"
+    listing.write_text("sub/cam.png\ncoffee.png\n")
+    out = tmp_path / "f.h5"
+    args = ("--image-list", listing, "--image-root", image_dir, "--num-keypoints", 30)
+    result = _run("extract", "-o", out, *args)
+    assert result.exit_code == 0, result.stderr
+    assert _names(out) == ["coffee.png", "sub/cam.png"]  # nested groups, hloc style
+
+
 # --------------------------------------------------------------------------- bad setup
 
 
