@@ -107,6 +107,45 @@ def _mapper_options(pycolmap: Any, num_threads: int, seed: int | None) -> Any:
     return options
 
 
+def _map(
+    pycolmap: Any,
+    database: Path,
+    images_dir: Path,
+    out_dir: Path,
+    n_images: int,
+    attempts: int,
+    num_threads: int,
+    seed: int | None,
+) -> dict:
+    """Incremental mapping into OUT/models, retried while images stay unregistered."""
+    best: dict = {}
+    best_count = -1
+    for attempt in range(max(1, attempts)):
+        models_dir = out_dir / "models"
+        if models_dir.exists():
+            shutil.rmtree(models_dir)
+        models_dir.mkdir()
+        run_seed = None if seed is None else seed + attempt
+        options = _mapper_options(pycolmap, num_threads, run_seed)
+        models = pycolmap.incremental_mapping(database, images_dir, models_dir, options)
+        count = max((m.num_reg_images() for m in models.values()), default=0)
+        if count > best_count:
+            best, best_count = models, count
+            kept = out_dir / "models_best"
+            if kept.exists():
+                shutil.rmtree(kept)
+            shutil.copytree(models_dir, kept)
+        if best_count >= n_images:
+            break
+        logger.warning(
+            "mapping attempt %d registered %d of %d images", attempt + 1, count, n_images
+        )
+    # Keep the folder of the best attempt as OUT/models.
+    shutil.rmtree(out_dir / "models")
+    (out_dir / "models_best").rename(out_dir / "models")
+    return best
+
+
 def reconstruct_from_features(
     images: Sequence[tuple[Path, str]],
     features: Path,
@@ -118,11 +157,15 @@ def reconstruct_from_features(
     progress: bool = True,
     num_threads: int = -1,
     seed: int | None = 0,
+    attempts: int = 3,
 ) -> ReconstructionStats:
     """Match, build the database and map, from features already in ``features``.
 
     ``images`` are (path, name) pairs; ``pairs`` default to exhaustive. Returns the stats
     of the largest model, written to OUT/sparse (binary) and OUT/sparse_text (text).
+    The mapper runs again (up to ``attempts`` times in all) while images stay unregistered:
+    COLMAP's incremental mapper is not deterministic with several threads, and on hard
+    image sets an unlucky initial pair can strand part of the images.
     """
     pycolmap = colmap_db._pycolmap()
     match_options = match_options or MatchOptions()
@@ -155,12 +198,8 @@ def reconstruct_from_features(
     verified = colmap_db.verify_matches(database, pairs)
     logger.info("%d pair(s) geometrically verified", verified)
 
-    models_dir = out_dir / "models"
-    if models_dir.exists():
-        shutil.rmtree(models_dir)
-    models_dir.mkdir()
-    models = pycolmap.incremental_mapping(
-        database, image_root(images), models_dir, _mapper_options(pycolmap, num_threads, seed)
+    models = _map(
+        pycolmap, database, image_root(images), out_dir, len(names), attempts, num_threads, seed
     )
     stats = ReconstructionStats(
         n_images=len(names),
@@ -203,6 +242,7 @@ def run_reconstruction(
     progress: bool = True,
     num_threads: int = -1,
     seed: int | None = 0,
+    attempts: int = 3,
 ) -> ReconstructionStats:
     """Extract features with ``extractor`` into OUT/features.h5 (resuming), then
     :func:`reconstruct_from_features`."""
@@ -234,4 +274,5 @@ def run_reconstruction(
         progress=progress,
         num_threads=num_threads,
         seed=seed,
+        attempts=attempts,
     )

@@ -87,7 +87,7 @@ def command(
     from ..reconstruct import configure_colmap_logging
 
     quiet = quiet_flag(ctx)
-    configure_colmap_logging(logging.getLogger().getEffectiveLevel() <= logging.INFO)
+    configure_colmap_logging(logging.getLogger("aslfeat_cli").getEffectiveLevel() <= logging.DEBUG)
     names = h5io.list_names(features)
     if not names:
         raise UserError(f"{features}: holds no features")

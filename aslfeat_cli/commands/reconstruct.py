@@ -81,6 +81,13 @@ Examples:
     "--threads", type=int, default=-1, show_default=True, help="Mapper threads (-1 = all)."
 )
 @click.option(
+    "--mapper-attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Run the mapper again (up to this many times) while images stay unregistered.",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Redo everything in OUTPUT (default: reuse features and matches already there).",
@@ -104,6 +111,7 @@ def command(
     ratio: float,
     single_camera: bool,
     threads: int,
+    mapper_attempts: int,
     overwrite: bool,
 ) -> None:
     """Reconstruct a sparse COLMAP model from images.
@@ -123,7 +131,7 @@ def command(
     )
 
     quiet = quiet_flag(ctx)
-    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    verbose = logging.getLogger("aslfeat_cli").getEffectiveLevel() <= logging.DEBUG
     if not inputs and image_list is None:
         raise click.UsageError("give image files or folders, or --image-list")
     images = find_images(list(inputs), image_list, image_root)
@@ -142,6 +150,7 @@ def command(
         overwrite=overwrite,
         progress=not quiet,
         num_threads=threads,
+        attempts=mapper_attempts,
     )
     if features is not None:
         stats = reconstruct_from_features(images, features, output, **common)

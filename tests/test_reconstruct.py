@@ -1,0 +1,167 @@
+"""End-to-end structure from motion on real photos (../shared/data/sfm), and bad input.
+
+The feature source is a fixture parameter: OpenCV RootSIFT until weights/aslfeat.onnx holds
+trained weights, then "aslfeat" (the extraction pipeline with the ONNX model).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pycolmap = pytest.importorskip("pycolmap")
+
+from aslfeat_cli import h5io  # noqa: E402
+from aslfeat_cli.cli import cli  # noqa: E402
+from aslfeat_cli.colmap_db import ColmapFeatureWriter  # noqa: E402
+from aslfeat_cli.errors import UserError  # noqa: E402
+from aslfeat_cli.matching import MatchOptions  # noqa: E402
+from aslfeat_cli.reconstruct import image_root, reconstruct_from_features  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FEATURE_SOURCES = ["sift"]  # switch to ["aslfeat"] once trained weights are shipped
+NUM_KEYPOINTS = 4000
+MAX_DIM = 1024
+
+
+def _images(folder: Path) -> list[tuple[Path, str]]:
+    if not folder.is_dir():
+        pytest.skip(f"{folder}: ../shared/data not found")
+    return [(p, p.name) for p in sorted(folder.glob("*.jpg"))]
+
+
+def _sift_features(images: list[tuple[Path, str]], out: Path) -> None:
+    """RootSIFT at most MAX_DIM pixels, keypoints mapped back to original pixels."""
+    sift = cv2.SIFT_create(NUM_KEYPOINTS)
+    with h5py.File(out, "w") as fh:
+        for path, name in images:
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            h, w = image.shape
+            scale = min(1.0, MAX_DIM / max(h, w))
+            small = cv2.resize(image, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
+            kps, desc = sift.detectAndCompute(small, None)
+            kps, desc = kps[:NUM_KEYPOINTS], desc[:NUM_KEYPOINTS]
+            factor = np.array([w / small.shape[1], h / small.shape[0]], np.float32)
+            # hloc convention: integer coordinates at pixel centres
+            xy = (np.array([k.pt for k in kps], np.float32) + 0.5) * factor - 0.5
+            desc = np.sqrt(desc / np.maximum(desc.sum(1, keepdims=True), 1e-12))
+            scores = np.array([k.response for k in kps], np.float32)
+            h5io.write_features(fh, name, xy, scores, desc, (w, h))
+
+
+def _aslfeat_features(images: list[tuple[Path, str]], out: Path) -> None:
+    from aslfeat_cli.extraction import run_extraction
+    from aslfeat_cli.extractor import Extractor
+
+    extractor = Extractor(num_keypoints=NUM_KEYPOINTS, max_dim=MAX_DIM)
+    summary = run_extraction(images, out, extractor, progress=False)
+    assert summary.n_failed == 0, summary.failures
+
+
+@pytest.fixture(params=FEATURE_SOURCES)
+def extract(request):
+    """A function (images, output .h5) -> None writing features of the chosen source."""
+    return {"sift": _sift_features, "aslfeat": _aslfeat_features}[request.param]
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising |dst - (s R src + t)|^2 (Umeyama 1991)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    cov = (dst - mu_d).T @ (src - mu_s) / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.eye(3)
+    d[2, 2] = np.sign(np.linalg.det(u @ vt))
+    rot = u @ d @ vt
+    scale = np.trace(np.diag(sig) @ d) / (src - mu_s).var(0).sum()
+    return scale, rot, mu_d - scale * rot @ mu_s
+
+
+@pytest.mark.slow
+def test_sacre_coeur_all_registered(extract, tmp_path):
+    images = _images(DATA / "sfm" / "sacre_coeur" / "images")
+    assert len(images) == 10
+    features = tmp_path / "features.h5"
+    extract(images, features)
+    out = tmp_path / "sfm"
+    result = CliRunner().invoke(
+        cli,
+        ["-q", "reconstruct", str(images[0][0].parent), "-o", str(out)]
+        + ["--features", str(features), "--threads", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    table = dict(line.rsplit("  ", 1) for line in result.stdout.strip().splitlines())
+    table = {k.strip(): v.strip() for k, v in table.items()}
+    assert table["registered images"] == "10", result.stdout
+    assert float(table["mean reprojection error (px)"]) < 1.5
+    model = pycolmap.Reconstruction(out / "sparse")
+    assert model.num_reg_images() == 10
+    assert (out / "sparse_text" / "images.txt").is_file()
+    assert {im.name for im in model.images.values()} == {name for _, name in images}
+
+
+@pytest.mark.slow
+def test_fountain_cameras_match_ground_truth(extract, tmp_path):
+    images = _images(DATA / "sfm" / "fountain-P11" / "images")
+    gt = json.loads((DATA / "sfm" / "fountain-P11" / "cameras_gt.json").read_text())
+    features = tmp_path / "features.h5"
+    extract(images, features)
+    stats = reconstruct_from_features(
+        images,
+        features,
+        tmp_path / "sfm",
+        match_options=MatchOptions(ratio=0.8),
+        single_camera=True,
+        progress=False,
+        num_threads=2,
+    )
+    assert stats.registered == 11 == len(images)
+    model = pycolmap.Reconstruction(tmp_path / "sfm" / "sparse")
+    names = sorted(gt)
+    est = np.array([model.find_image_with_name(n).projection_center() for n in names])
+    ref = np.array([gt[n]["center"] for n in names])
+    scale, rot, t = umeyama(est, ref)
+    errors = np.linalg.norm((scale * (rot @ est.T)).T + t - ref, axis=1)
+    extent = np.linalg.norm(ref.max(0) - ref.min(0))  # diagonal of the GT centres' box
+    print(
+        f"\nfountain-P11: max camera centre error {errors.max():.4f} m = "
+        f"{100 * errors.max() / extent:.3f}% of the {extent:.2f} m extent"
+    )
+    assert errors.max() < 0.01 * extent
+
+
+def test_database_with_other_images_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    features = tmp_path / "f.h5"
+    with h5py.File(features, "w") as fh:
+        for name in ("a.jpg", "b.jpg"):
+            h5io.write_features(
+                fh, name, rng.random((5, 2)), np.ones(5), rng.random((5, 8)), (10, 10)
+            )
+    out = tmp_path / "sfm"
+    out.mkdir()
+    with ColmapFeatureWriter(out / "database.db") as writer:
+        writer.add("stranger.jpg", None, rng.random((5, 2)), rng.random((5, 8)), (10, 10))
+    images = [(tmp_path / "a.jpg", "a.jpg"), (tmp_path / "b.jpg", "b.jpg")]
+    with pytest.raises(UserError, match="1 image\\(s\\) that are not inputs.*'stranger.jpg'"):
+        reconstruct_from_features(images, features, out, progress=False)
+    assert not (out / "matches.h5").exists()
+
+
+def test_missing_features_are_refused(tmp_path):
+    features = tmp_path / "f.h5"
+    h5py.File(features, "w").close()
+    with pytest.raises(UserError, match="no features for 2 image"):
+        reconstruct_from_features(
+            [(tmp_path / "a", "a"), (tmp_path / "b", "b")], features, tmp_path
+        )
+
+
+def test_image_root_from_nested_names(tmp_path):
+    images = [(tmp_path / "x" / "a.jpg", "x/a.jpg"), (tmp_path / "b.jpg", "b.jpg")]
+    assert image_root(images) == tmp_path.resolve()
