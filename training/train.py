@@ -230,11 +230,15 @@ def run(args: argparse.Namespace) -> dict:
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    # Stop early enough for the final validation and checkpoint to finish by the deadline.
+    margin = [60.0]
+
     def validate() -> dict:
         nonlocal best
         t0 = time.time()
         summary = summarise(evaluate(model, val_set, args.val_keypoints))
         summary["val_seconds"] = round(time.time() - t0, 1)
+        margin[0] = max(margin[0], 1.5 * summary["val_seconds"] + 30)
         log({"kind": "val", "step": step, **summary})
         if summary["score"] > best:
             best = summary["score"]
@@ -254,7 +258,11 @@ def run(args: argparse.Namespace) -> dict:
     window: list[tuple[float, float]] = []
     last_loss = float("nan")
     t_window = time.time()
-    while step < args.steps and not stop.requested and time.time() < end_time:
+
+    def time_left() -> bool:
+        return time.time() + margin[0] < end_time
+
+    while step < args.steps and not stop.requested and time_left():
         images_a, images_b, homographies = sampler.batch(rng)
         loss, stats = train_step(model, images_a, images_b, homographies, args, generator)
         optimizer.zero_grad(set_to_none=True)
@@ -285,7 +293,7 @@ def run(args: argparse.Namespace) -> dict:
         if step % args.val_every == 0:
             validate()
     bar.close()
-    reason = "signal" if stop.requested else ("time" if time.time() >= end_time else "steps")
+    reason = "signal" if stop.requested else ("time" if not time_left() else "steps")
     if step % args.val_every != 0 and reason != "signal":
         validate()
     checkpoint()
