@@ -146,12 +146,16 @@ def test_import_matches_bad_input(planar_scene, tmp_path):
     db_path = tmp_path / "database.db"
     colmap_db.import_features(db_path, planar_scene / "f.h5", ["a.png"], progress=False)
     with pytest.raises(UserError, match="not in the database, e.g. 'b.png'"):
-        colmap_db.import_matches(db_path, planar_scene / "m.h5", [("a.png", "b.png")])
+        colmap_db.import_matches(
+            db_path, planar_scene / "m.h5", [("a.png", "b.png")], progress=False
+        )
     # b.png registered with too few keypoints: the matches do not fit
     with colmap_db.ColmapFeatureWriter(db_path) as writer:
         writer.add("b.png", None, *_feats(np.random.default_rng(5), n=3), (512, 512))
     with pytest.raises(UserError, match="features and matches differ"):
-        colmap_db.import_matches(db_path, planar_scene / "m.h5", [("a.png", "b.png")])
+        colmap_db.import_matches(
+            db_path, planar_scene / "m.h5", [("a.png", "b.png")], progress=False
+        )
     db = pycolmap.Database.open(db_path)
     assert db.num_matched_image_pairs() == 0
     db.close()

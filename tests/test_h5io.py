@@ -198,3 +198,21 @@ def test_hloc_reading_logic_opens_our_files(tmp_path):
     got, _ = hloc_get_matches(matches, "seq/0002.jpg", "seq/0001.jpg")
     np.testing.assert_array_equal(got, [[24, 1], [3, 5]])
     assert scores.dtype == np.float32
+
+
+def test_hloc_package_reads_our_files(tmp_path):
+    """hloc's own readers, when hloc is installed (it is not on PyPI)."""
+    hloc_io = pytest.importorskip(
+        "hloc.utils.io",
+        reason="hloc not installed (not on PyPI: pip install git+https://github.com/cvg/"
+        "Hierarchical-Localization); its reading logic is re-implemented in the test above",
+    )
+    rng = np.random.default_rng(5)
+    feats, matches = tmp_path / "f.h5", tmp_path / "m.h5"
+    _write(feats, {"a.jpg": _features(rng, 9), "b.jpg": _features(rng, 4)})
+    m0 = np.array([1, -1, 0, -1, -1, -1, -1, -1, 3], np.int32)
+    with h5py.File(matches, "w") as fh:
+        h5io.write_matches(fh, "a.jpg", "b.jpg", m0, np.ones(9), None, 4)
+    assert hloc_io.get_keypoints(feats, "b.jpg").shape == (4, 2)
+    got, _ = hloc_io.get_matches(matches, "b.jpg", "a.jpg")
+    np.testing.assert_array_equal(got, [[1, 0], [0, 2], [3, 8]])
