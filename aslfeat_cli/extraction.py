@@ -264,6 +264,7 @@ class ExtractionSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     mean_keypoints: float = 0.0
     seconds: float = 0.0
+    wait_seconds: float = 0.0  # time the session sat idle waiting for decoded images
 
     @property
     def rate(self) -> float:
@@ -407,7 +408,9 @@ def run_extraction(
                 todo, lambda p: _load(p, max_dim), workers or default_workers()
             ):
                 try:
+                    waited = time.perf_counter()
                     loaded = future.result()
+                    summary.wait_seconds += time.perf_counter() - waited
                     features = _extract_one(extractor, loaded)
                 except ImageError as exc:
                     _fail(summary, name, str(exc))
@@ -428,6 +431,9 @@ def run_extraction(
         sink.close()
         summary.seconds = time.perf_counter() - start
         summary.mean_keypoints = total_keypoints / summary.n_images if summary.n_images else 0.0
+        logger.debug(
+            "waited %.2f s of %.2f s for image decoding", summary.wait_seconds, summary.seconds
+        )
     return summary
 
 

@@ -9,7 +9,10 @@ For each configuration (real photos resized to 640x480; the 1536x1024 fountain-P
 * OpenCV SIFT (5000 features) on the same preloaded arrays.
 
 Goal: the pipeline rate is at least 0.9x the bare inference rate (decoding hides behind
-inference). Needs ../shared/data; prints a table.
+inference). The ``idle`` column is the share of the pipeline's time the session waited for
+decoded images (the first image's decode is unavoidable). On a shared, loaded machine the
+rates of separate processes vary by tens of percent; --repeat N takes the best of N
+interleaved runs. Needs ../shared/data; prints a table.
 
     python benchmarks/bench_extract.py [--images N] [--device auto|cpu|cuda] [--repeat N]
 """
@@ -84,9 +87,11 @@ def _in_child(args: list[str]) -> tuple[dict, float, float]:
     peak = usage.ru_maxrss / 1024  # Linux reports KiB
     if args[1:3] == ["-m", "aslfeat_cli"]:
         match = re.search(r"\(([\d.]+) images/s\), mean (\d+) keypoints", err)
-        if match is None:
+        waited = re.search(r"waited ([\d.]+) s of ([\d.]+) s for image decoding", err)
+        if match is None or waited is None:
             raise SystemExit(f"no summary in the CLI output:\n{err[-2000:]}")
         result = {"rate": float(match.group(1)), "keypoints": float(match.group(2))}
+        result["idle"] = float(waited.group(1)) / max(float(waited.group(2)), 1e-9)
     else:
         result = json.loads(out.strip().splitlines()[-1])
     return result, peak, wall
@@ -104,8 +109,9 @@ def _bench(name: str, folder: Path, max_dim: int | None, device: str, repeat: in
     # Interleaved and best-of-N: on a shared machine, load changes between runs.
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            # Not quiet: the summary line on stderr gives the pipeline's rate.
-            cli = [sys.executable, "-m", "aslfeat_cli", "extract", str(folder)]
+            # -v: the summary line gives the pipeline's rate, a debug line the time the
+            # session sat idle waiting for decoded images.
+            cli = [sys.executable, "-m", "aslfeat_cli", "-v", "extract", str(folder)]
             cli += ["-o", str(Path(tmp) / "f.h5"), "--device", device] + dim
             e2e_runs.append(_in_child(cli))
         bare_runs.append(_in_child(me + ["bare", str(folder), "--device", device] + dim))
@@ -152,7 +158,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"\nbench_extract ({os.cpu_count()} CPUs, load {load:.1f}, device={args.device})")
     header = f"{'images':<26}{'n':>4}  {'method':<19}{'img/s':>8}{'ms/img':>9}"
-    header += f"{'keypts':>8}{'peak MiB':>10}{'wall s':>8}"
+    header += f"{'keypts':>8}{'peak MiB':>10}{'wall s':>8}{'idle':>7}"
     print(header)
     print("-" * len(header))
     for name, count, method, result, peak, wall in rows:
@@ -160,6 +166,7 @@ def main() -> None:
         print(
             f"{name:<26}{count:>4}  {method:<19}{rate:>8.2f}{1000 / rate:>9.1f}"
             f"{result['keypoints']:>8.0f}{peak:>10.0f}{wall:>8.1f}"
+            + (f"{result['idle']:>7.1%}" if "idle" in result else f"{'':>7}")
         )
     for i in range(0, len(rows), 3):
         ratio = rows[i][3]["rate"] / rows[i + 1][3]["rate"]

@@ -395,6 +395,14 @@ def test_colmap_database_matches_h5(image_dir: Path, tmp_path: Path) -> None:
     # Resume: nothing to add the second time.
     result = _run("extract", image_dir, "-o", db, "--num-keypoints", 150)
     assert result.exit_code == 0 and "4 already done" in result.stderr
+    # --overwrite starts a new database (COLMAP images cannot be replaced in place).
+    result = _run("extract", image_dir / "camera.png", "-o", db, "--overwrite")
+    assert result.exit_code == 0 and "1 image(s) extracted" in result.stderr
+    database = pycolmap.Database.open(db)
+    try:
+        assert [image.name for image in database.read_all_images()] == ["camera.png"]
+    finally:
+        database.close()
 
 
 @needs_model
