@@ -71,8 +71,11 @@ def assert_keypoints_match(ref, key: str, kpts, scores, descs) -> None:
 @pytest.fixture(scope="module", params=VARIANTS)
 def variant_model(request):
     path = shared_data("tf_reference", request.param)
-    torch.set_grad_enabled(False)
-    return request.param, path, convert_checkpoint(path / "model.ckpt-60000")
+    model = convert_checkpoint(path / "model.ckpt-60000")
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # restored below: other test modules train
+    yield request.param, path, model
+    torch.set_grad_enabled(previous)
 
 
 @pytest.mark.parametrize("key", ["odd_61x83", "even_64x96"])
