@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ._options import device_option
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ Examples:
     help="Error threshold (px) of repeatability, matching score and recall.",
 )
 @click.option("--max-dim", type=click.IntRange(min=16), default=None, help="Ours: --max-dim.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@device_option
 @click.option(
     "--include-ignored",
     is_flag=True,

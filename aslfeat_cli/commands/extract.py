@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ._options import device_option, image_list_option, image_root_option, model_option
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +67,8 @@ Examples:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Features file (.h5, hloc layout) or COLMAP database (.db).",
 )
-@click.option(
-    "--image-list",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Text file naming one image per line, relative to --image-root.",
-)
-@click.option(
-    "--image-root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder that image names are relative to (default: the folder holding all inputs; "
-    "for --image-list, the list's folder).",
-)
+@image_list_option
+@image_root_option
 @click.option(
     "--num-keypoints",
     type=TopK(),
@@ -108,19 +100,8 @@ Examples:
     "Without it images above 4096 px are downscaled to 4096 (with a notice).",
 )
 @click.option("--multi-scale", is_flag=True, help="Detect on an image pyramid (slower).")
-@click.option(
-    "--model",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="ONNX model file (default: the shipped weights/aslfeat.onnx).",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="auto: CUDA when onnxruntime-gpu and a GPU are present, else CPU.",
-)
+@model_option
+@device_option
 @click.option("--fp16", is_flag=True, help="Half-precision inference (CUDA only).")
 @click.option(
     "--format",

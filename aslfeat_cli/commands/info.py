@@ -6,25 +6,16 @@ from pathlib import Path
 
 import click
 
+from ._options import device_option, model_option
+
 
 @click.command(
     "info",
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="\b\nExamples:\n  aslfeat info\n  aslfeat info --model my.onnx --device cuda",
 )
-@click.option(
-    "--model",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="ONNX model file (default: the shipped weights/aslfeat.onnx).",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Device to resolve (auto: CUDA when onnxruntime-gpu and a GPU are present).",
-)
+@model_option
+@device_option
 def command(model: Path | None, device: str) -> None:
     """Print what `aslfeat extract` would run on, as 'key: value' lines on stdout."""
     import onnxruntime as ort

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ._options import device_option, image_list_option, image_root_option, model_option
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -31,16 +32,8 @@ Examples:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder (features, matches, database.db, sparse/ and sparse_text/).",
 )
-@click.option(
-    "--image-list",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Text file naming one image per line, relative to --image-root.",
-)
-@click.option(
-    "--image-root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder that image names are relative to.",
-)
+@image_list_option
+@image_root_option
 @click.option(
     "--features",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -57,18 +50,8 @@ Examples:
     help="Downscale images for extraction so the long side fits (keypoints stay in "
     "original pixels).",
 )
-@click.option(
-    "--model",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="ONNX model file (default: the shipped weights/aslfeat.onnx).",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-)
+@model_option
+@device_option
 @click.option(
     "--ratio",
     type=click.FloatRange(0, 1, min_open=True),
