@@ -148,7 +148,9 @@ def main() -> None:
         print(f"| {label} | " + " | ".join(cells) + " |")
     torch_ms = [results[backends[0][0], s]["ms"] for s in SIZES]
     dc_ms = [results[backends[1][0], s]["ms"] for s in SIZES]
-    ratios = ", ".join(f"{w}x{h}: {t / d:.2f}x" for (h, w), t, d in zip(SIZES, torch_ms, dc_ms))
+    ratios = ", ".join(
+        f"{w}x{h}: {t / d:.2f}x" for (h, w), t, d in zip(SIZES, torch_ms, dc_ms, strict=True)
+    )
     print(f"\nonnxruntime DeformConv speed-up over PyTorch eager: {ratios}")
     sel = ", ".join(
         f"{w}x{h}: {results[backends[1][0], (h, w)]['select_ms']:.1f} ms" for h, w in SIZES
