@@ -118,18 +118,24 @@ def peakiness_score(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 4-5: spatial peakiness alpha and channel peakiness beta of one level.
 
-    ``feat`` is first divided by the level's instance-max normaliser (a moving average of the
-    feature maximum kept during training), then compared with its 3x3 (dilated, reflect-padded)
-    neighbourhood mean and with its channel mean, each through a softplus.
+    ``feat`` is divided by the level's instance-max normaliser (a moving average of the feature
+    maximum kept during training), then compared with its 3x3 neighbourhood mean (dilated,
+    reflect padding) and with its channel mean, each through a softplus.
+
+    Both differences are linear in ``feat``, so each is one convolution: a depthwise 3x3 kernel
+    (delta - 1/9) / m and a 1x1 kernel (I - 1/C) / m. That is the same arithmetic as dividing,
+    averaging and subtracting, in fewer passes over the full-resolution maps.
     """
-    x = feat / instance_max
-    c = x.shape[1]
-    padded = F.pad(x, (dilation,) * 4, mode="reflect")
-    box = torch.full((c, 1, 3, 3), 1 / 9, device=x.device, dtype=x.dtype)
-    local_mean = F.conv2d(padded, box, dilation=dilation, groups=c)
-    alpha = softplus(x - local_mean)
-    beta = softplus(x - x.mean(dim=1, keepdim=True))
-    return alpha, beta
+    c = feat.shape[1]
+    box = torch.full((3, 3), -1 / 9, device=feat.device, dtype=feat.dtype)
+    box[1, 1] += 1.0
+    spatial = (box / instance_max).expand(c, 1, 3, 3)
+    padded = F.pad(feat, (dilation,) * 4, mode="reflect")
+    local_diff = F.conv2d(padded, spatial, dilation=dilation, groups=c)
+    eye = torch.eye(c, device=feat.device, dtype=feat.dtype)
+    channel = ((eye - 1 / c) / instance_max).reshape(c, c, 1, 1)
+    channel_diff = F.conv2d(feat, channel)
+    return softplus(local_diff), softplus(channel_diff)
 
 
 def d2net_score(
