@@ -1,7 +1,7 @@
 """End-to-end structure from motion on real photos (../shared/data/sfm), and bad input.
 
-The feature source is a fixture parameter: OpenCV RootSIFT until weights/aslfeat.onnx holds
-trained weights, then "aslfeat" (the extraction pipeline with the ONNX model).
+The feature source is a fixture parameter: our shipped model through the extraction pipeline,
+and OpenCV RootSIFT as a baseline that checks the matching and mapping steps on their own.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from aslfeat_cli.matching import MatchOptions  # noqa: E402
 from aslfeat_cli.reconstruct import image_root, reconstruct_from_features  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FEATURE_SOURCES = ["sift"]  # switch to ["aslfeat"] once trained weights are shipped
+FEATURE_SOURCES = ["aslfeat", "sift"]  # ours, and RootSIFT as a check of the pipeline itself
 NUM_KEYPOINTS = 4000
 MAX_DIM = 1024
 

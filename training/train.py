@@ -196,6 +196,8 @@ def run(args: argparse.Namespace) -> dict:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # --lr given on resume wins: a manual step decay
+            group["lr"] = args.lr
         step, best = state["step"], state["best"]
         rng.bit_generator.state = state["numpy_rng"]
         generator.set_state(state["torch_rng"])
