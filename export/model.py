@@ -151,6 +151,15 @@ def d2net_score(
     return exp_logit / (sum_logit + 1e-6), beta
 
 
+def fuse_scores(levels: list[torch.Tensor], size: tuple) -> torch.Tensor:
+    """Eq. 6: per-level score maps resized to ``size`` (H, W) and weighted 1:2:3, batched."""
+    fused = None
+    for weight, level in zip(LEVEL_WEIGHTS, levels, strict=True):
+        level = resize_bilinear_legacy(level, size) * weight
+        fused = level if fused is None else fused + level
+    return fused
+
+
 class ASLFeat(nn.Module):
     """The inference network: image -> fused score maps and the dense descriptor map."""
 
@@ -185,12 +194,8 @@ class ASLFeat(nn.Module):
             score_map: (H, W) fused multi-level score (Eq. 6), at input resolution.
             descriptor_map: (H/4, W/4, 128) conv6 before L2 normalisation.
         """
-        size = image.shape[-2:]
         dense = self.backbone(image)
-        score_map = None
-        for weight, level in zip(LEVEL_WEIGHTS, self.level_scores(dense), strict=True):
-            level = resize_bilinear_legacy(level, size) * weight
-            score_map = level if score_map is None else score_map + level
+        score_map = fuse_scores(self.level_scores(dense), image.shape[-2:])
         return score_map[0, 0], dense.descriptor_map[0].permute(1, 2, 0)
 
     def set_deform_impl(self, impl: str) -> None:

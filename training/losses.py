@@ -18,23 +18,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from aslfeat_export.model import LEVEL_WEIGHTS
-from aslfeat_export.tf_compat import resize_bilinear_legacy
-
 CIRCLE_SCALE = 512.0
 CIRCLE_MARGIN = 0.1
 POS_MARGIN = 0.2
 NEG_MARGIN = 1.0
 DESCRIPTOR_STRIDE = 4
-
-
-def fuse_scores(levels: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Batched Eq. 6: per-level score maps resized to ``size`` (H, W), weighted 1:2:3."""
-    fused = None
-    for weight, level in zip(LEVEL_WEIGHTS, levels, strict=True):
-        level = resize_bilinear_legacy(level, size) * weight
-        fused = level if fused is None else fused + level
-    return fused
 
 
 def sample_map(feature_map: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:

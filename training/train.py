@@ -34,10 +34,10 @@ import torch
 from tqdm import tqdm
 
 from aslfeat_export.convert import save_weights
-from aslfeat_export.model import LEVELS, ASLFeat
+from aslfeat_export.model import LEVELS, ASLFeat, fuse_scores
 
 from .data import PairSampler, default_data_root, grid_correspondences, train_val_photos
-from .losses import LOSSES, detector_weighted_loss, fuse_scores
+from .losses import LOSSES, detector_weighted_loss
 from .validate import evaluate, real_pairs, summarise, synthetic_pairs
 
 logger = logging.getLogger("aslfeat_training")
