@@ -30,7 +30,7 @@ export: install
 demo: install
 	$(BIN)/python -m aslfeat_cli.sample $(DEMO)/images
 	$(BIN)/aslfeat extract $(DEMO)/images -o $(DEMO)/features.h5 --overwrite
-	$(BIN)/aslfeat match $(DEMO)/features.h5 -o $(DEMO)/matches.h5 --exhaustive --overwrite
+	$(BIN)/aslfeat match $(DEMO)/features.h5 -o $(DEMO)/matches.h5 --exhaustive --verify homography --overwrite
 	$(BIN)/aslfeat show $(DEMO)/features.h5 --matches $(DEMO)/matches.h5 --images $(DEMO)/images -o $(DEMO)/pictures
 	@echo "demo written to $(DEMO)/"
 
