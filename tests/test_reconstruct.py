@@ -25,8 +25,10 @@ from aslfeat_cli.matching import MatchOptions  # noqa: E402
 from aslfeat_cli.reconstruct import image_root, reconstruct_from_features  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FEATURE_SOURCES = ["sift"]  # "aslfeat" joins once the shipped weights register every image
+FEATURE_SOURCES = ["aslfeat", "sift"]
 NUM_KEYPOINTS = 4000
+# Lowe ratio per feature source: SIFT needs it on sacre_coeur, ASLFeat matches best without.
+RATIO = {"sift": 0.8, "aslfeat": 1.0}
 MAX_DIM = 1024
 
 
@@ -67,7 +69,9 @@ def _aslfeat_features(images: list[tuple[Path, str]], out: Path) -> None:
 @pytest.fixture(params=FEATURE_SOURCES)
 def extract(request):
     """A function (images, output .h5) -> None writing features of the chosen source."""
-    return {"sift": _sift_features, "aslfeat": _aslfeat_features}[request.param]
+    extract_fn = {"sift": _sift_features, "aslfeat": _aslfeat_features}[request.param]
+    extract_fn.ratio = RATIO[request.param]
+    return extract_fn
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -92,7 +96,7 @@ def test_sacre_coeur_all_registered(extract, tmp_path):
     result = CliRunner().invoke(
         cli,
         ["-q", "reconstruct", str(images[0][0].parent), "-o", str(out)]
-        + ["--features", str(features), "--threads", "2"],
+        + ["--features", str(features), "--threads", "2", "--ratio", str(extract.ratio)],
     )
     assert result.exit_code == 0, result.output
     table = dict(line.rsplit("  ", 1) for line in result.stdout.strip().splitlines())
@@ -115,7 +119,7 @@ def test_fountain_cameras_match_ground_truth(extract, tmp_path):
         images,
         features,
         tmp_path / "sfm",
-        match_options=MatchOptions(ratio=0.8),
+        match_options=MatchOptions(ratio=extract.ratio if extract.ratio < 1 else None),
         single_camera=True,
         progress=False,
         num_threads=2,

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 Examples:
   aslfeat reconstruct images/ -o sfm/
   aslfeat reconstruct frames/ -o sfm/ --sequential 8 --loop-stride 30 --single-camera
-  aslfeat reconstruct images/ -o sfm/ --features hloc_features.h5 --ratio 0.9
+  aslfeat reconstruct images/ -o sfm/ --features sift_features.h5 --ratio 0.8
 """,
 )
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
@@ -55,9 +55,10 @@ Examples:
 @click.option(
     "--ratio",
     type=click.FloatRange(0, 1, min_open=True),
-    default=0.8,
+    default=1.0,
     show_default=True,
-    help="Lowe's ratio test for matching (1 = off): mapping needs few wrong matches.",
+    help="Lowe's ratio test for matching (1 = off). Off suits ASLFeat: on sacre_coeur mutual "
+    "nearest neighbours registered 10/10 images, ratio 0.9 only 2. For SIFT features use 0.8.",
 )
 @click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
 @click.option(
