@@ -1,7 +1,7 @@
 """The shipped model is trained: it matches a photo with a known warp of itself.
 
 Runs in CI without ../shared/data (the photo is scikit-image's astronaut), so a broken, missing
-or random weight file fails here. Measured with the shipped weights: see MIN_CORRECT.
+or random weight file fails here (figures at MIN_CORRECT).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from aslfeat_cli.matching import mutual_nn_match
 from aslfeat_cli.session import default_model_path
 from aslfeat_cli.synthetic import warp_points
 
-# Correct matches (< 3 px) of 1000 keypoints per image. Random weights (the TF reference
-# checkpoint) give 4; the shipped weights give the figure in the comment below.
-MIN_CORRECT = 200
+# Correct matches (< 3 px) of 1000 keypoints per image, measured: random weights (the TF
+# reference checkpoint) 4, the run's step-200 weights 252, the shipped weights 463.
+MIN_CORRECT = 300
 
 
 def astronaut_and_warp() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
