@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .images import downscale_to_fit, scale_keypoints
 from .keypoints import DetectionConfig, select_keypoints
 from .session import ModelSession, open_session
 
@@ -49,23 +50,6 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim != 2:
         raise ValueError(f"expected an H x W or H x W x 3 image, got shape {image.shape}")
     return image.astype(np.float32, copy=False)
-
-
-def resize_to(gray: np.ndarray, scale: float) -> np.ndarray:
-    """Resize by ``scale`` (area averaging when shrinking)."""
-    h, w = gray.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-
-
-def to_original(points: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]):
-    """Map (x, y) pixel-centre coordinates between two sizes (W, H) of the same image."""
-    sx = to_size[0] / from_size[0]
-    sy = to_size[1] / from_size[1]
-    out = np.empty_like(points)
-    out[:, 0] = (points[:, 0] + 0.5) * sx - 0.5
-    out[:, 1] = (points[:, 1] + 0.5) * sy - 0.5
-    return out
 
 
 class Extractor:
@@ -144,13 +128,11 @@ class Extractor:
                 f"image is {w}x{h}: too small for the network (at least "
                 f"{self.session.min_size} px per side)"
             )
-        base = gray
-        if self.max_dim is not None and max(h, w) > self.max_dim:
-            base = resize_to(gray, self.max_dim / max(h, w))
+        base = downscale_to_fit(gray, self.max_dim)
         kpts, scores, descs = [], [], []
         for level in self._scales(base):
             k, s, d = self._single_scale(level)
-            kpts.append(to_original(k, level.shape[::-1], (w, h)))
+            kpts.append(scale_keypoints(k, level.shape[::-1], (w, h)))
             scores.append(s)
             descs.append(d)
         k, s, d = np.concatenate(kpts), np.concatenate(scores), np.concatenate(descs)

@@ -49,3 +49,26 @@ def test_shipped_model_matches_a_known_homography():
     err = np.linalg.norm(warp_points(fa.keypoints[idx], h) - fb.keypoints[matches0[idx]], axis=1)
     correct = int((err < 3).sum())
     assert correct >= MIN_CORRECT, f"only {correct} correct matches: untrained or broken weights"
+
+
+def test_max_dim_returns_keypoints_in_original_pixels():
+    image, _, _ = astronaut_and_warp()  # 512 x 384
+    full = Extractor(num_keypoints=500, device="cpu", max_dim=256)
+    small = cv2.resize(image.astype(np.float32), (256, 192), interpolation=cv2.INTER_AREA)
+    direct = Extractor(num_keypoints=500, device="cpu").extract(small)
+    f = full.extract(image)
+    assert f.image_size == (512, 384)
+    # Same detections, coordinates mapped with the pixel-centre rule (x + 0.5) * 2 - 0.5.
+    np.testing.assert_allclose(f.keypoints, (direct.keypoints + 0.5) * 2 - 0.5, atol=1e-4)
+    np.testing.assert_allclose(f.descriptors, direct.descriptors, atol=1e-6)
+
+
+def test_multi_scale_merges_a_global_top_k():
+    image, _, _ = astronaut_and_warp()
+    single = Extractor(num_keypoints=800, device="cpu").extract(image)
+    multi = Extractor(num_keypoints=800, device="cpu", multi_scale=True).extract(image)
+    assert len(multi) == 800
+    assert np.all(np.diff(multi.scores) <= 0)  # best first across scales
+    assert multi.scores[-1] >= single.scores[-1]  # more candidates, a higher cut
+    inside = (multi.keypoints >= -0.5) & (multi.keypoints <= np.array([511.5, 383.5]))
+    assert inside.all()
