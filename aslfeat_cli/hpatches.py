@@ -96,17 +96,20 @@ def read_pairs_folder(root: Path) -> list[HomographyPair]:
         path_a, path_b = _single_image(folder, "A"), _single_image(folder, "B")
         if path_a is None or path_b is None:
             raise UserError(f"{folder}: H_A_to_B.txt found but image A.* or B.* is missing")
-        pairs.append(
-            HomographyPair(
-                sequence=folder.name,
-                name_a=path_a.relative_to(root).as_posix(),
-                name_b=path_b.relative_to(root).as_posix(),
-                path_a=path_a,
-                path_b=path_b,
-                homography=read_homography(h_file),
-            )
-        )
+        pairs.append(_pair(root, folder.name, path_a, path_b, h_file))
     return pairs
+
+
+def _pair(root: Path, sequence: str, path_a: Path, path_b: Path, h_file: Path) -> HomographyPair:
+    """A pair whose image names are paths relative to the dataset ``root``."""
+    return HomographyPair(
+        sequence=sequence,
+        name_a=path_a.relative_to(root).as_posix(),
+        name_b=path_b.relative_to(root).as_posix(),
+        path_a=path_a,
+        path_b=path_b,
+        homography=read_homography(h_file),
+    )
 
 
 def read_hpatches(
@@ -129,16 +132,7 @@ def read_hpatches(
             path_i = _single_image(folder, str(index))
             if not h_file.is_file() or path_i is None:
                 raise UserError(f"{folder}: image {index}.* or H_1_{index} is missing")
-            pairs.append(
-                HomographyPair(
-                    sequence=folder.name,
-                    name_a=path_1.relative_to(root).as_posix(),
-                    name_b=path_i.relative_to(root).as_posix(),
-                    path_a=path_1,
-                    path_b=path_i,
-                    homography=read_homography(h_file),
-                )
-            )
+            pairs.append(_pair(root, folder.name, path_1, path_i, h_file))
     return pairs
 
 
