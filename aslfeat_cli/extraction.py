@@ -352,6 +352,7 @@ def extractor_settings(extractor: Extractor) -> dict[str, Any]:
         "nms_size": config.nms_size,
         "multi_scale": bool(extractor.multi_scale),
         "max_dim": extractor.max_dim or 0,
+        "precision": extractor.session.precision,
     }
 
 

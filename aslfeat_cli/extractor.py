@@ -64,6 +64,8 @@ class Extractor:
             pixels of the given image).
         device: "auto" (CUDA when available), "cpu" or "cuda".
         threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        fp16: run the backbone in float16 (for CUDA; see :mod:`.half_precision`).
+        io_binding: explicit onnxruntime IO binding (None: on with CUDA).
     """
 
     def __init__(
@@ -77,6 +79,8 @@ class Extractor:
         max_dim: int | None = None,
         device: str = "auto",
         threads: int | None = None,
+        fp16: bool = False,
+        io_binding: bool | None = None,
     ) -> None:
         if max_dim is not None and max_dim < 16:
             raise ValueError("max_dim must be at least 16")
@@ -88,7 +92,9 @@ class Extractor:
         )
         self.multi_scale = multi_scale
         self.max_dim = max_dim
-        self.session: ModelSession = open_session(model, device, threads)
+        self.session: ModelSession = open_session(
+            model, device, threads, fp16=fp16, io_binding=io_binding
+        )
 
     @property
     def model_metadata(self) -> dict[str, str]:

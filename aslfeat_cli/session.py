@@ -76,6 +76,8 @@ class ModelSession:
     path: Path
     session: object
     metadata: dict[str, str] = field(default_factory=dict)
+    precision: str = "float32"  # "float16" when opened with fp16=True (see half_precision)
+    io_binding: bool = False  # bind inputs/outputs explicitly (default on CUDA)
 
     @property
     def device(self) -> str:
@@ -96,14 +98,52 @@ class ModelSession:
     def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dense outputs for one (H, W) float32 grayscale image (0..255)."""
         x = np.ascontiguousarray(gray, dtype=np.float32)[None, None]
-        score_map, descriptor_map = self.session.run(list(OUTPUTS), {INPUT: x})
+        if not self.io_binding:
+            score_map, descriptor_map = self.session.run(list(OUTPUTS), {INPUT: x})
+            return score_map, descriptor_map
+        # IO binding: the image is copied to the device once, as one OrtValue, and the outputs
+        # are written straight into host memory (keypoint selection runs in numpy).
+        ort = _import_onnxruntime()
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(INPUT, ort.OrtValue.ortvalue_from_numpy(x, self.device, 0))
+        for name in OUTPUTS:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        score_map, descriptor_map = (value.numpy() for value in binding.get_outputs())
         return score_map, descriptor_map
 
 
+def _float16_bytes(path: Path) -> bytes:
+    """The model at ``path`` converted by :func:`.half_precision.to_float16`, serialised."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise UserError("--fp16 needs the onnx package: pip install onnx") from e
+    from .half_precision import to_float16
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise UserError(f"{path}: not a valid ONNX model ({e.__class__.__name__})") from e
+    try:
+        return to_float16(proto).SerializeToString()
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from e
+
+
 def open_session(
-    model: str | Path | None = None, device: str = "auto", threads: int | None = None
+    model: str | Path | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    *,
+    fp16: bool = False,
+    io_binding: bool | None = None,
 ) -> ModelSession:
-    """Open an ASLFeat ONNX model on ``device``; clear errors for missing or wrong files."""
+    """Open an ASLFeat ONNX model on ``device``; clear errors for missing or wrong files.
+
+    ``fp16`` runs the backbone in float16 (meant for CUDA; on the CPU onnxruntime emulates it
+    with casts, which is slower than float32). ``io_binding`` defaults to on with CUDA.
+    """
     ort = _import_onnxruntime()
     path = Path(model) if model is not None else default_model_path()
     if not path.is_file():
@@ -117,8 +157,9 @@ def open_session(
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    source = _float16_bytes(path) if fp16 else str(path)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise UserError(f"{path}: not a valid ONNX model ({first[:200]})") from e
@@ -127,7 +168,10 @@ def open_session(
     names = [o.name for o in session.get_outputs()]
     if missing or tuple(names) != OUTPUTS:
         raise UserError(f"{path}: an ONNX model, but not an aslfeat export (metadata or outputs)")
-    result = ModelSession(path, session, meta)
+    result = ModelSession(path, session, meta, "float16" if fp16 else "float32")
+    result.io_binding = result.device == "cuda" if io_binding is None else io_binding
     if device == "auto" or device == "cuda":
         logger.info("aslfeat runs on %s (%s)", result.device, ", ".join(session.get_providers()))
+    if fp16 and result.device == "cpu":
+        logger.warning("float16 on the CPU is emulated by onnxruntime and slower than float32")
     return result
