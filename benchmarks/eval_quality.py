@@ -48,6 +48,48 @@ def synthetic_pairs(count: int, seed: int, size: tuple[int, int]) -> list:
     return pairs
 
 
+#: Zoom bins of the synthetic pairs for the per-zoom table (B / A scale at A's centre).
+ZOOM_BINS = ((0.0, 1.15), (1.15, 1.45), (1.45, 10.0))
+
+
+def zoom_at_centre(homography: np.ndarray, size: tuple[int, int]) -> float:
+    """Linear scale factor of ``homography`` at the centre of a ``size`` = (W, H) image:
+    the square root of its Jacobian's determinant there."""
+    x, y = (size[0] - 1) / 2, (size[1] - 1) / 2
+    h = homography / homography[2, 2]
+    w = h[2, 0] * x + h[2, 1] * y + 1.0
+    u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
+    v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
+    jacobian = np.array(
+        [
+            [(h[0, 0] - u * h[2, 0]) / w, (h[0, 1] - u * h[2, 1]) / w],
+            [(h[1, 0] - v * h[2, 0]) / w, (h[1, 1] - v * h[2, 1]) / w],
+        ]
+    )
+    return float(np.sqrt(abs(np.linalg.det(jacobian))))
+
+
+def zoom_table(pairs: list, results: list, methods: list[str]) -> str:
+    """MMA@1/@3 and matches of each method per zoom bin of the synthetic pairs."""
+    zooms = {p.sequence: zoom_at_centre(p.homography, p.image_a.shape[1::-1]) for p in pairs}
+    lines = ["zoom          pairs  " + "  ".join(f"{m:>22}" for m in methods)]
+    lines.append(" " * 21 + "  ".join(f"{'MMA@1  MMA@3  #match':>22}" for _ in methods))
+    for low, high in ZOOM_BINS:
+        names = {n for n, z in zooms.items() if low <= z < high}
+        if not names:
+            continue
+        cells = []
+        for method in methods:
+            metrics = [r.metrics for r in results if r.method == method and r.sequence in names]
+            mma1 = np.mean([m.mma[0] for m in metrics])
+            mma3 = np.mean([m.mma[2] for m in metrics])
+            matches = np.mean([m.n_matches for m in metrics])
+            cells.append(f"{mma1:>8.3f} {mma3:>6.3f} {matches:>6.0f}")
+        label = f"{low:.2f}-{high:.2f}" if high < 10 else f">= {low:.2f}"
+        lines.append(f"{label:<13} {len(names):>5}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: shipped)")
@@ -97,6 +139,8 @@ def main() -> int:
         for m in methods
     }
     print(he.format_table(summaries, [*REAL_PAIRS, label]))
+    print("\nsynthetic pairs by zoom (scale of B relative to A at A's centre):")
+    print(zoom_table(synthetic, synthetic_results, [m.name for m in methods]))
     print(
         f"\n{args.num_keypoints} keypoints, mutual NN; synthetic: {args.synthetic} pairs "
         f"{width}x{height} from the validation photos, seed {args.seed}; "
