@@ -25,7 +25,7 @@ import skimage.data
 
 from aslfeat_cli.extractor import Extractor, Features
 
-SIZES = ((640, 480), (1024, 768), (1600, 1200))
+SIZES = ((640, 480), (1024, 768))
 CONFIGS = (  # name, fp16, io_binding
     ("float32", False, False),
     ("float32 + IO binding", False, True),

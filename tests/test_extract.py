@@ -355,7 +355,6 @@ def test_option_checks(image_dir: Path, tmp_path: Path) -> None:
         (["--nms-size", "4"], "--nms-size"),
         (["--num-keypoints", "-3"], "--num-keypoints"),
         (["--device", "tpu"], "--device"),
-        (["--fp16", "--device", "cpu"], "--fp16"),
     ]:
         result = _run("extract", image_dir, "-o", out, *args)
         assert result.exit_code == 2 and hint in result.stderr, args
