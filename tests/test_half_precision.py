@@ -94,7 +94,9 @@ def test_float16_matches_float32(astronaut: np.ndarray) -> None:
     close = dist[np.arange(len(full)), nearest] < 0.5
     assert close.mean() >= 0.99
     cosine = (full.descriptors[close] * low.descriptors[nearest[close]]).sum(1)
-    assert cosine.min() > 0.999
+    # Equal positions give equal descriptors; a peak that moved within 0.5 px samples nearby.
+    assert np.median(cosine) > 0.99999 and np.quantile(cosine, 0.01) > 0.999
+    assert cosine.min() > 0.99
 
 
 def test_to_float16_rejects_other_graphs() -> None:

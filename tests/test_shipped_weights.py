@@ -16,7 +16,7 @@ from aslfeat_cli.session import default_model_path
 from aslfeat_cli.synthetic import warp_points
 
 # Correct matches (< 3 px) of 1000 keypoints per image, measured: random weights (the TF
-# reference checkpoint) 4, the run's step-200 weights 252, the shipped weights 463.
+# reference checkpoint) 4, the run's step-200 weights 252, the shipped weights (step 10,154) 449.
 MIN_CORRECT = 300
 
 
@@ -43,7 +43,7 @@ def test_shipped_model_matches_a_known_homography():
     meta = extractor.model_metadata
     assert meta["variant"] in ("u", "a", "h", "plain")
     fa, fb = extractor.extract(image), extractor.extract(warped)
-    assert len(fa) == len(fb) == 1000
+    assert len(fa) == 1000 and 900 <= len(fb) <= 1000  # the warp shows less of the photo
     matches0, _ = mutual_nn_match(fa.descriptors, fb.descriptors)
     idx = np.flatnonzero(matches0 >= 0)
     err = np.linalg.norm(warp_points(fa.keypoints[idx], h) - fb.keypoints[matches0[idx]], axis=1)
