@@ -123,8 +123,8 @@ def to_float16(model: Any) -> Any:
     graph.node.extend(new_nodes)
     # Inferred types of renamed tensors are stale; onnxruntime infers them again.
     del graph.value_info[:]
-    unused = {n for n in initializers if not any(n in node.input for node in new_nodes)}
-    kept = [t for t in graph.initializer if t.name not in unused]
+    used = {name for node in new_nodes for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     model.metadata_props.append(onnx.StringStringEntryProto(key="precision", value="float16"))
