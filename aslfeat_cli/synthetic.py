@@ -144,13 +144,45 @@ def photometric(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return result
 
 
-def _inside(points: np.ndarray, width: int, height: int) -> bool:
-    return bool(
-        np.all(points[:, 0] >= 0)
-        and np.all(points[:, 0] <= width - 1)
-        and np.all(points[:, 1] >= 0)
-        and np.all(points[:, 1] <= height - 1)
+def zoom_at_centre(homography: np.ndarray, size: tuple[int, int]) -> float:
+    """Linear scale of ``homography`` at the centre of a ``size`` = (W, H) view A: the square
+    root of its Jacobian's determinant there (``> 1``: B shows the content larger)."""
+    x, y = (size[0] - 1) / 2, (size[1] - 1) / 2
+    h = homography / homography[2, 2]
+    w = h[2, 0] * x + h[2, 1] * y + 1.0
+    u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
+    v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
+    jacobian = np.array(
+        [
+            [(h[0, 0] - u * h[2, 0]) / w, (h[0, 1] - u * h[2, 1]) / w],
+            [(h[1, 0] - v * h[2, 0]) / w, (h[1, 1] - v * h[2, 1]) / w],
+        ]
     )
+    return float(np.sqrt(abs(np.linalg.det(jacobian))))
+
+
+def _footprint(h_a_to_b: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box ``(low, high)`` in A's pixels of view A together with what B sees."""
+    corners = np.array(
+        [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64
+    )
+    points = np.concatenate([corners, warp_points(corners, np.linalg.inv(h_a_to_b))])
+    points = points[np.all(np.isfinite(points), axis=1)]
+    return points.min(axis=0), points.max(axis=0)
+
+
+def _offset(low: float, high: float, size: int, extent: int, rng: np.random.Generator) -> int:
+    """Where A's crop starts along one axis of a resized photo of ``extent`` pixels.
+
+    A must lie inside the photo; when the whole footprint ``[low, high]`` (A's pixels) fits,
+    it is placed at random so that it lies inside too, otherwise it is centred (B then shows
+    some black border).
+    """
+    first, last = int(np.ceil(-low)), int(np.floor(extent - 1 - high))
+    if first <= last:
+        return int(rng.integers(first, last + 1))
+    centred = int(round((extent - 1 - high - low) / 2))
+    return min(max(centred, 0), extent - size)
 
 
 def make_pair(
@@ -159,51 +191,48 @@ def make_pair(
     size: tuple[int, int] = (320, 240),
     *,
     photometric_changes: bool = True,
-    max_tries: int = 20,
+    max_upsample: float = 1.5,
     **homography_options: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Make a synthetic training pair ``(imgA, imgB, H_A_to_B)`` from one photo.
 
     ``image`` is uint8 grayscale (H×W) or BGR (H×W×3); both views have the same layout and the
-    size ``size = (W, H)``. The photo is first resized at random (between "the crop covers the
-    whole photo" and native resolution, never upsampled more than needed), A is a random crop
-    and B is the resized photo seen through ``H_A_to_B`` from :func:`random_homography`
-    (``homography_options`` are passed on), so B shows real photo content beyond the edges of
-    A. Homographies whose view B would reach outside the photo are redrawn up to ``max_tries``
-    times (then the last draw is kept; such pixels of B are black, which :func:`covisibility`
-    reports). Finally :func:`photometric` changes A and B independently.
+    size ``size = (W, H)``. The homography is drawn first (:func:`random_homography`;
+    ``homography_options`` are passed on) and every draw is kept, so the zoom follows
+    ``scale_range`` on both sides of 1. Then the photo is resized at random between "A and
+    everything B sees fit in it" and native resolution (or the minimum needed), A is a random
+    crop that leaves room for B's footprint, and B is the resized photo seen through
+    ``H_A_to_B``: B shows real photo content beyond the edges of A. A photo too small for a
+    strong zoom-out is upsampled at most ``max_upsample`` times beyond native (or the minimum
+    for A); the rest of B is black, which :func:`covisibility` reports. Finally
+    :func:`photometric` changes A and B independently.
     """
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError("make_pair expects a uint8 H×W or H×W×C image")
     width, height = int(size[0]), int(size[1])
     src_h, src_w = image.shape[:2]
 
-    # Random resize: at least the crop size, at most native resolution (or the minimum needed).
-    min_factor = max(width / src_w, height / src_h)
-    max_factor = max(min_factor, 1.0)
-    factor = float(np.exp(rng.uniform(np.log(min_factor), np.log(max_factor) + 1e-12)))
-    new_w = max(width, int(round(src_w * factor)))
-    new_h = max(height, int(round(src_h * factor)))
+    h_a_to_b = random_homography(rng, width, height, **homography_options)
+    low, high = _footprint(h_a_to_b, width, height)
+
+    # Random resize: big enough for A (and, up to a limit, for B's footprint), at most native.
+    crop_factor = max(width / src_w, height / src_h)
+    native = max(crop_factor, 1.0)
+    fit = max(crop_factor, (high[0] - low[0] + 1) / src_w, (high[1] - low[1] + 1) / src_h)
+    smallest = min(fit, native * max_upsample)
+    largest = max(smallest, native)
+    factor = float(np.exp(rng.uniform(np.log(smallest), np.log(largest) + 1e-12)))
+    new_w = max(width, int(np.ceil(src_w * factor)))
+    new_h = max(height, int(np.ceil(src_h * factor)))
     interpolation = cv2.INTER_AREA if factor < 1.0 else cv2.INTER_LINEAR
     source = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
 
-    x0 = int(rng.integers(0, new_w - width + 1))
-    y0 = int(rng.integers(0, new_h - height + 1))
+    x0 = _offset(low[0], high[0], width, new_w, rng)
+    y0 = _offset(low[1], high[1], height, new_h, rng)
     image_a = np.ascontiguousarray(source[y0 : y0 + height, x0 : x0 + width])
     crop = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])  # source -> A
-
-    corners_b = np.array(
-        [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64
-    )
-    for _ in range(max_tries):
-        h_a_to_b = random_homography(rng, width, height, **homography_options)
-        source_to_b = h_a_to_b @ crop
-        # Where B's corners come from in the photo: keep draws that stay inside it.
-        back = cv2.perspectiveTransform(corners_b[None], np.linalg.inv(source_to_b))[0]
-        if _inside(back, new_w, new_h):
-            break
     image_b = cv2.warpPerspective(
-        source, source_to_b, (width, height), flags=cv2.INTER_LINEAR, borderValue=0
+        source, h_a_to_b @ crop, (width, height), flags=cv2.INTER_LINEAR, borderValue=0
     )
     if photometric_changes:
         image_a = photometric(rng, image_a)

@@ -49,28 +49,13 @@ def synthetic_pairs(count: int, seed: int, size: tuple[int, int]) -> list:
 
 
 #: Zoom bins of the synthetic pairs for the per-zoom table (B / A scale at A's centre).
-ZOOM_BINS = ((0.0, 1.15), (1.15, 1.45), (1.45, 10.0))
-
-
-def zoom_at_centre(homography: np.ndarray, size: tuple[int, int]) -> float:
-    """Linear scale factor of ``homography`` at the centre of a ``size`` = (W, H) image:
-    the square root of its Jacobian's determinant there."""
-    x, y = (size[0] - 1) / 2, (size[1] - 1) / 2
-    h = homography / homography[2, 2]
-    w = h[2, 0] * x + h[2, 1] * y + 1.0
-    u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
-    v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
-    jacobian = np.array(
-        [
-            [(h[0, 0] - u * h[2, 0]) / w, (h[0, 1] - u * h[2, 1]) / w],
-            [(h[1, 0] - v * h[2, 0]) / w, (h[1, 1] - v * h[2, 1]) / w],
-        ]
-    )
-    return float(np.sqrt(abs(np.linalg.det(jacobian))))
+ZOOM_BINS = ((0.0, 0.85), (0.85, 1.15), (1.15, 1.45), (1.45, 10.0))
 
 
 def zoom_table(pairs: list, results: list, methods: list[str]) -> str:
     """MMA@1/@3 and matches of each method per zoom bin of the synthetic pairs."""
+    from aslfeat_cli.synthetic import zoom_at_centre
+
     zooms = {p.sequence: zoom_at_centre(p.homography, p.image_a.shape[1::-1]) for p in pairs}
     lines = ["zoom          pairs  " + "  ".join(f"{m:>22}" for m in methods)]
     lines.append(" " * 21 + "  ".join(f"{'MMA@1  MMA@3  #match':>22}" for _ in methods))

@@ -16,6 +16,7 @@ from aslfeat_cli.synthetic import (
     random_homography,
     split_photos,
     warp_points,
+    zoom_at_centre,
 )
 
 TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
@@ -104,3 +105,43 @@ def test_split_photos_is_fixed_ten_percent(tmp_path: Path) -> None:
         target.write_bytes(b"")
     _, val_copy = split_photos(tmp_path)
     assert {p.relative_to(tmp_path) for p in val_copy} <= {p.relative_to(TRAIN) for p in val}
+
+
+def test_zoom_spans_both_sides_and_b_stays_inside_a_large_photo() -> None:
+    # The homography is drawn before the crop, so zoom-outs are kept as often as zoom-ins
+    # (an earlier version redrew draws whose B left the photo: 2 % of pairs zoomed out).
+    # Grey levels from 20 up, so that 0 in B can only be border (the astronaut has black).
+    image = np.clip(cv2.resize(cv2.cvtColor(_bgr(), cv2.COLOR_BGR2GRAY), (1024, 1024)), 20, 255)
+    rng = np.random.default_rng(3)
+    zooms = []
+    for _ in range(40):
+        a, b, h = make_pair(image, rng, (192, 192), photometric_changes=False)
+        zooms.append(zoom_at_centre(h, (192, 192)))
+        # The photo has room for everything B sees: no black border.
+        assert (b == 0).mean() == 0
+    zooms = np.array(zooms)
+    assert (zooms < 0.85).mean() > 0.2 and (zooms > 1.15).mean() > 0.2
+    assert zooms.min() > 0.5 and zooms.max() < 1.9
+
+
+def test_small_photo_is_upsampled_only_so_far() -> None:
+    # A strong zoom-out of a photo barely larger than the crop cannot fill B: the photo is
+    # upsampled at most max_upsample times and the rest of B is black (not seen by A).
+    image = np.clip(cv2.cvtColor(_bgr(), cv2.COLOR_BGR2GRAY)[:260, :260], 20, 255)
+    rng = np.random.default_rng(0)
+    a, b, h = make_pair(
+        image, rng, (256, 256), photometric_changes=False, scale_range=(0.6, 0.6), max_upsample=1.2
+    )
+    assert zoom_at_centre(h, (256, 256)) == pytest.approx(0.6, abs=0.1)
+    _, seen_b = covisibility(h, (256, 256), (256, 256))
+    black = b == 0
+    assert black.mean() > 0.1
+    # Black pixels of B are outside the photo, so they are not seen by A either.
+    assert (black & seen_b).mean() < 0.005
+
+
+def test_zoom_at_centre_of_a_known_scaling() -> None:
+    centre = np.array([[1.0, 0, 159.5], [0, 1, 119.5], [0, 0, 1]])
+    scale = np.diag([1.3, 1.3, 1.0])
+    h = centre @ scale @ np.linalg.inv(centre)
+    assert zoom_at_centre(h, (320, 240)) == pytest.approx(1.3)
