@@ -150,3 +150,17 @@ def select_keypoints(
     positions = refine(score_map, peaks) if config.refinement else peaks.astype(np.float32)
     descriptors = sample_descriptors(descriptor_map, positions)
     return positions[:, ::-1].copy(), scores, descriptors
+
+
+def nearest_keypoints(
+    keypoints: np.ndarray, others: np.ndarray, chunk: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``keypoints`` (N, 2), the index of the nearest of ``others`` (M, 2, M > 0)
+    and its distance in pixels: two (N,) arrays. Used to compare two extractions of one image."""
+    index = np.empty(len(keypoints), np.int64)
+    distance = np.empty(len(keypoints), np.float64)
+    for start in range(0, len(keypoints), chunk):  # chunks keep the distance matrix small
+        d = np.linalg.norm(keypoints[start : start + chunk, None] - others[None], axis=2)
+        index[start : start + chunk] = d.argmin(1)
+        distance[start : start + chunk] = d.min(1)
+    return index, distance

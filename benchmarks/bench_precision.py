@@ -24,6 +24,7 @@ import numpy as np
 import skimage.data
 
 from aslfeat_cli.extractor import Extractor, Features
+from aslfeat_cli.keypoints import nearest_keypoints
 
 SIZES = ((640, 480), (1024, 768))
 CONFIGS = (  # name, fp16, io_binding
@@ -48,12 +49,7 @@ def agreement(full: Features, half: Features) -> tuple[float, float]:
     """Share of float32 keypoints with a float16 one within 0.5 px; min cosine among them."""
     if len(full) == 0 or len(half) == 0:
         return 0.0, float("nan")
-    nearest = np.empty(len(full), int)
-    distance = np.empty(len(full))
-    for start in range(0, len(full), 512):  # chunks keep the distance matrix small
-        d = np.linalg.norm(full.keypoints[start : start + 512, None] - half.keypoints[None], axis=2)
-        nearest[start : start + 512] = d.argmin(1)
-        distance[start : start + 512] = d.min(1)
+    nearest, distance = nearest_keypoints(full.keypoints, half.keypoints)
     close = distance < 0.5
     cosine = (full.descriptors[close] * half.descriptors[nearest[close]]).sum(1)
     return float(close.mean()), float(cosine.min()) if close.any() else float("nan")

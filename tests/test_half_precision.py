@@ -21,6 +21,7 @@ from aslfeat_cli.cli import cli
 from aslfeat_cli.errors import UserError
 from aslfeat_cli.extractor import Extractor
 from aslfeat_cli.half_precision import to_float16
+from aslfeat_cli.keypoints import nearest_keypoints
 from aslfeat_cli.session import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,9 +90,8 @@ def test_float16_matches_float32(astronaut: np.ndarray) -> None:
     low = half.extract(astronaut)
     assert abs(len(low) - len(full)) <= 0.01 * len(full)
     # Nearest float16 keypoint of each float32 keypoint.
-    dist = np.linalg.norm(full.keypoints[:, None] - low.keypoints[None], axis=2)
-    nearest = dist.argmin(1)
-    close = dist[np.arange(len(full)), nearest] < 0.5
+    nearest, distance = nearest_keypoints(full.keypoints, low.keypoints)
+    close = distance < 0.5
     assert close.mean() >= 0.99
     cosine = (full.descriptors[close] * low.descriptors[nearest[close]]).sum(1)
     # Equal positions give equal descriptors; a peak that moved within 0.5 px samples nearby.

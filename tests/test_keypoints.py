@@ -7,6 +7,7 @@ import pytest
 
 from aslfeat_cli.keypoints import (
     DetectionConfig,
+    nearest_keypoints,
     refine,
     sample_descriptors,
     select_keypoints,
@@ -82,3 +83,12 @@ def test_select_keypoints_returns_xy():
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ValueError):
         DetectionConfig(**bad)
+
+
+def test_nearest_keypoints_across_chunks() -> None:
+    rng = np.random.default_rng(0)
+    others = rng.uniform(0, 100, size=(300, 2))
+    keypoints = others[::-1][:200] + 0.01  # each one sits next to a known point
+    index, distance = nearest_keypoints(keypoints, others, chunk=64)
+    np.testing.assert_array_equal(index, np.arange(299, 99, -1))
+    np.testing.assert_allclose(distance, np.hypot(0.01, 0.01))
