@@ -7,6 +7,8 @@ and OpenCV RootSIFT as a baseline that checks the matching and mapping steps on 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -66,13 +68,23 @@ def _aslfeat_features(images: list[tuple[Path, str]], out: Path) -> None:
     assert summary.n_failed == 0, summary.failures
 
 
+@dataclass(frozen=True)
+class FeatureSource:
+    """How one feature source writes its features and how its matches are filtered."""
+
+    source: str
+    write: Callable[[list[tuple[Path, str]], Path], None]
+    ratio: float  # Lowe ratio; 1.0: mutual nearest neighbour only
+
+    def __call__(self, images: list[tuple[Path, str]], out: Path) -> None:
+        self.write(images, out)
+
+
 @pytest.fixture(params=FEATURE_SOURCES)
-def extract(request):
-    """A function (images, output .h5) -> None writing features of the chosen source."""
-    extract_fn = {"sift": _sift_features, "aslfeat": _aslfeat_features}[request.param]
-    extract_fn.ratio = RATIO[request.param]
-    extract_fn.source = request.param
-    return extract_fn
+def extract(request) -> FeatureSource:
+    """The chosen source: call it with (images, output .h5) to write its features."""
+    write = {"sift": _sift_features, "aslfeat": _aslfeat_features}[request.param]
+    return FeatureSource(request.param, write, RATIO[request.param])
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
