@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .synthetic import warp_points
+from .synthetic import image_corners, warp_points
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def corner_error(estimated: np.ndarray | None, truth: np.ndarray, size0: tuple[i
     if estimated is None:
         return math.inf
     w, h = size0
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+    corners = image_corners(w, h)
     error = np.linalg.norm(warp_points(corners, estimated) - warp_points(corners, truth), axis=1)
     value = float(error.mean())
     return value if math.isfinite(value) else math.inf

@@ -61,6 +61,12 @@ def split_photos(train_root: Path) -> tuple[list[Path], list[Path]]:
     return sorted(train), sorted(val)
 
 
+def image_corners(width: int, height: int) -> np.ndarray:
+    """The four corner pixel centres of a ``width`` x ``height`` image, (4, 2) float64 x, y."""
+    w, h = float(width), float(height)
+    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
+
+
 def random_homography(
     rng: np.random.Generator,
     width: int,
@@ -81,7 +87,7 @@ def random_homography(
     """
     w, h = float(width), float(height)
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
+    corners = image_corners(width, height)
     jitter = rng.uniform(-perspective, perspective, size=(4, 2)) * np.array([w, h])
     distorted = corners + jitter
 
@@ -163,9 +169,7 @@ def zoom_at_centre(homography: np.ndarray, size: tuple[int, int]) -> float:
 
 def _footprint(h_a_to_b: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Bounding box ``(low, high)`` in A's pixels of view A together with what B sees."""
-    corners = np.array(
-        [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64
-    )
+    corners = image_corners(width, height)
     points = np.concatenate([corners, warp_points(corners, np.linalg.inv(h_a_to_b))])
     points = points[np.all(np.isfinite(points), axis=1)]
     return points.min(axis=0), points.max(axis=0)

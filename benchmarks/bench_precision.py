@@ -1,7 +1,7 @@
 """Float32 vs float16 (``--fp16``) and IO binding: speed and agreement, side by side in one run.
 
 Meant for a CUDA machine (``--device cuda``), where ``--fp16`` and IO binding are used; on the
-CPU it still runs (float16 is then emulated by onnxruntime and slower) so the script itself can
+CPU it still runs (float16 measured there at about float32's speed) so the script itself can
 be checked anywhere. For each size it times ``Extractor.extract`` (network + keypoint
 selection, 5000 keypoints) on a scikit-image photo resized to that size, median of ``--runs``
 after two warm-ups, and compares float16 keypoints and descriptors with float32:
