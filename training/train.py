@@ -8,14 +8,20 @@ Example::
 Every step draws fresh pairs (:mod:`.data`), runs both views through the backbone in one
 batch (batch norm in training mode), updates the instance-max normalisers as moving averages
 (decay 0.99, as the official code) and minimises the detector-weighted ranking loss
-(:mod:`.losses`). Outputs in ``--out``:
+(:mod:`.losses`) plus the keypoint localization objectives on the fused score map
+(:mod:`.localization`: ALIKE-style reprojection and dispersity, R2D2-style repeatability and
+peakiness; each weighted by an option, 0 turns a term off). Outputs in ``--out``:
 
 * ``checkpoint.pt`` — resumable state (model, optimiser, step, RNG states, best score), written
   every ``--ckpt-every`` steps, at the end and on SIGTERM/SIGINT;
 * ``last.pt`` and ``best.pt`` — weight files (:func:`aslfeat_export.convert.save_weights`), the
   best by the mean validation MMA@3 (held-out synthetic pairs, graf and boat);
-* ``log.jsonl`` — one JSON object per line: ``{"kind": "train", ...}`` with the loss every
-  ``--log-every`` steps and ``{"kind": "val", ...}`` with the validation metrics.
+* ``log.jsonl`` — one JSON object per line: ``{"kind": "train", ...}`` with the loss terms
+  every ``--log-every`` steps and ``{"kind": "val", ...}`` with the validation metrics (MMA@1,
+  MMA@3, repeatability, homography accuracy @1/@3 px).
+
+Progress: a tqdm bar with steps/s and ETA, the loss terms and the last validation score, and a
+log line per validation.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from tqdm import tqdm
 from aslfeat_export.convert import save_weights
 from aslfeat_export.model import LEVELS, ASLFeat, fuse_scores
 
+from . import localization
 from .data import PairSampler, default_data_root, grid_correspondences, train_val_photos
+from .localization import localization_loss
 from .losses import LOSSES, detector_weighted_loss
 from .validate import evaluate, real_pairs, summarise, synthetic_pairs
 
@@ -58,6 +66,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss", default="circle", choices=sorted(LOSSES))
     p.add_argument("--num-corr", type=int, default=512, help="correspondences per pair")
     p.add_argument("--safe-radius", type=float, default=12.0, help="pixels (3 descriptor cells)")
+    g = p.add_argument_group(
+        "keypoint localization (on the fused score map; a weight of 0 turns a term off)"
+    )
+    g.add_argument(
+        "--reproj-weight",
+        type=float,
+        default=1.0,
+        help="ALIKE reprojection distance of mutual nearest keypoints, pixels (default 1)",
+    )
+    g.add_argument(
+        "--disp-weight",
+        type=float,
+        default=0.5,
+        help="ALIKE dispersity (peaky) term of the soft-argmax windows (default 0.5)",
+    )
+    g.add_argument(
+        "--rep-weight",
+        type=float,
+        default=0.0,
+        help="R2D2 repeatability: 1 - local cosine of the score maps (default 0: off)",
+    )
+    g.add_argument(
+        "--peaky-weight",
+        type=float,
+        default=0.0,
+        help="R2D2 peakiness: 1 - (local max - local mean) (default 0: off)",
+    )
+    g.add_argument(
+        "--window-radius",
+        type=int,
+        default=localization.WINDOW_RADIUS,
+        help="soft-argmax window radius r, window (2r+1)^2, also the NMS radius (default 2)",
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=localization.TEMPERATURE,
+        help="soft-argmax temperature on scores / window max (default 0.1)",
+    )
+    g.add_argument(
+        "--num-peaks",
+        type=int,
+        default=localization.NUM_PEAKS,
+        help="NMS peaks per view and pair (default 256)",
+    )
+    g.add_argument(
+        "--distance-cap",
+        type=float,
+        default=localization.DISTANCE_CAP,
+        help="pixels: nearest keypoints farther apart are not pulled together (default 5)",
+    )
+    g.add_argument(
+        "--patch-size", type=int, default=localization.PATCH_SIZE,
+        help="R2D2 window for repeatability and peakiness (default 8)",
+    )  # fmt: skip
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the backbone")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -122,6 +185,7 @@ def train_step(
     scores = fuse_scores(levels, (height, width))[:, 0]
     desc = dense.descriptor_map.float()
     losses, accs, n_corr = [], [], []
+    terms: dict[str, list[float]] = {"desc": []}
     for k in range(n):
         pos_a, pos_b = grid_correspondences(homographies[k], (width, height))
         loss, stats = detector_weighted_loss(
@@ -136,7 +200,25 @@ def train_step(
             safe_radius=args.safe_radius,
             generator=generator,
         )
-        losses.append(loss)
+        terms["desc"].append(float(loss.detach()))
+        loc, loc_stats = localization_loss(
+            scores[k],
+            scores[n + k],
+            torch.from_numpy(homographies[k]),
+            reprojection_weight=args.reproj_weight,
+            dispersity_weight=args.disp_weight,
+            repeatability_weight=args.rep_weight,
+            peakiness_weight=args.peaky_weight,
+            radius=args.window_radius,
+            temperature=args.temperature,
+            num_peaks=args.num_peaks,
+            cap=args.distance_cap,
+            patch=args.patch_size,
+        )
+        for key in ("reproj", "disp", "rep", "peaky", "repeatable", "distance"):
+            if key in loc_stats and math.isfinite(loc_stats[key]):
+                terms.setdefault(key, []).append(loc_stats[key])
+        losses.append(loss + loc)
         accs.append(stats["accuracy"])
         n_corr.append(stats["n_corr"])
     valid = [a for a in accs if not math.isnan(a)]
@@ -144,6 +226,7 @@ def train_step(
         "accuracy": float(np.mean(valid)) if valid else float("nan"),
         "n_corr": float(np.mean(n_corr)),
         "score_mean": float(scores.detach().mean()),
+        **{key: float(np.mean(values)) for key, values in terms.items() if values},
     }
 
 
@@ -232,6 +315,7 @@ def run(args: argparse.Namespace) -> dict:
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    last_val: dict = {}
     # Stop early enough for the final validation and checkpoint to finish by the deadline.
     margin = [60.0]
 
@@ -246,6 +330,8 @@ def run(args: argparse.Namespace) -> dict:
             best = summary["score"]
             save_weights(model, out / "best.pt", step=str(step), score=f"{best:.4f}")
         logger.info("step %d validation: %s", step, json.dumps(summary))
+        last_val.clear()
+        last_val.update(summary)
         return summary
 
     stop = Stop()
@@ -257,7 +343,7 @@ def run(args: argparse.Namespace) -> dict:
     bar = tqdm(
         total=args.steps, initial=step, disable=args.no_progress, mininterval=10, smoothing=0.05
     )
-    window: list[tuple[float, float]] = []
+    window: list[tuple[float, dict]] = []
     last_loss = float("nan")
     t_window = time.time()
 
@@ -273,22 +359,27 @@ def run(args: argparse.Namespace) -> dict:
             optimizer.step()
         step += 1
         last_loss = float(loss.detach())
-        window.append((last_loss, stats["accuracy"]))
+        window.append((last_loss, stats))
         bar.update(1)
         if step % args.log_every == 0:
             losses = [w[0] for w in window if math.isfinite(w[0])]
-            accs = [w[1] for w in window if math.isfinite(w[1])]
-            record = {
-                "kind": "train",
-                "step": step,
-                "loss": float(np.mean(losses)) if losses else None,
-                "accuracy": float(np.mean(accs)) if accs else None,
-                "score_mean": stats["score_mean"],
-                "instance_max": [round(float(x), 4) for x in model.instance_max],
-                "sec_per_step": round((time.time() - t_window) / len(window), 3),
-            }
+            record = {"kind": "train", "step": step}
+            record["loss"] = float(np.mean(losses)) if losses else None
+            for key in ("accuracy", "desc", "reproj", "disp", "rep", "peaky", "repeatable",
+                        "distance"):  # fmt: skip
+                values = [w[1][key] for w in window if math.isfinite(w[1].get(key, math.nan))]
+                if values:
+                    record[key] = float(np.mean(values))
+            record.update(
+                score_mean=stats["score_mean"],
+                instance_max=[round(float(x), 4) for x in model.instance_max],
+                sec_per_step=round((time.time() - t_window) / len(window), 3),
+            )
             log(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy'] or 0:.3f}")
+            postfix = {k: f"{record[k]:.3f}" for k in ("desc", "reproj", "disp") if k in record}
+            if last_val:
+                postfix["val"] = f"{last_val['score']:.3f}"
+            bar.set_postfix(postfix)
             window, t_window = [], time.time()
         if step % args.ckpt_every == 0:
             checkpoint()

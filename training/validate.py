@@ -1,4 +1,5 @@
-"""Validation during training: MMA@3 and match counts on held-out and real homography pairs.
+"""Validation during training: MMA@1/@3, repeatability and homography accuracy on held-out and
+real homography pairs.
 
 Two sets, both with known homographies:
 
@@ -10,7 +11,8 @@ Two sets, both with known homographies:
 
 Keypoints come from the same selection as the runtime (:func:`aslfeat_cli.keypoints.
 select_keypoints`), matches are mutual nearest neighbours and the metrics are those of
-:func:`aslfeat_cli.homography_eval.evaluate_pair` (MMA@3 = fraction of matches within 3 px).
+:func:`aslfeat_cli.homography_eval.evaluate_pair` (MMA@t = fraction of matches within t px;
+repeatability at 3 px; homography accuracy @t = corner error after RANSAC within t px).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def features(model: ASLFeat, image: np.ndarray, config: DetectionConfig):
 
 
 def evaluate(model: ASLFeat, pairs: list[ValPair], num_keypoints: int = 2000) -> dict:
-    """Per-pair MMA@3 / matches / correct matches and the means, model in eval mode.
+    """Per-pair MMA@1/@3, repeatability, corner error and match counts, model in eval mode.
 
     The model's train/eval mode is restored afterwards.
     """
@@ -98,6 +100,7 @@ def evaluate(model: ASLFeat, pairs: list[ValPair], num_keypoints: int = 2000) ->
     model.eval()
     config = DetectionConfig(num_keypoints=num_keypoints)
     result: dict = {}
+    empty = {"mma1": 0.0, "mma3": 0.0, "rep": 0.0, "corner": float("inf")}
     try:
         for pair in pairs:
             k0, d0 = features(model, pair.image_a, config)
@@ -105,11 +108,16 @@ def evaluate(model: ASLFeat, pairs: list[ValPair], num_keypoints: int = 2000) ->
             size_a = (pair.image_a.shape[1], pair.image_a.shape[0])
             size_b = (pair.image_b.shape[1], pair.image_b.shape[0])
             if len(k0) == 0 or len(k1) == 0:
-                result[pair.name] = {"mma3": 0.0, "matches": 0, "correct": 0, "kpts": 0}
+                result[pair.name] = {**empty, "matches": 0, "correct": 0, "kpts": 0}
                 continue
-            m = evaluate_pair(k0, d0, k1, d1, pair.homography, size_a, size_b, mma_thresholds=[3])
+            m = evaluate_pair(
+                k0, d0, k1, d1, pair.homography, size_a, size_b, mma_thresholds=[1, 3]
+            )
             result[pair.name] = {
-                "mma3": m.mma[0],
+                "mma1": m.mma[0],
+                "mma3": m.mma[1],
+                "rep": m.repeatability,
+                "corner": m.corner_error,
                 "matches": m.n_matches,
                 "correct": m.n_correct,
                 "kpts": m.n_features,
@@ -119,21 +127,35 @@ def evaluate(model: ASLFeat, pairs: list[ValPair], num_keypoints: int = 2000) ->
     return result
 
 
+def _pair_summary(values: list[dict]) -> dict:
+    corner = np.array([v["corner"] for v in values])
+    return {
+        "mma1": float(np.mean([v["mma1"] for v in values])),
+        "mma3": float(np.mean([v["mma3"] for v in values])),
+        "rep": float(np.mean([v["rep"] for v in values])),
+        "h1": float(np.mean(corner <= 1)),
+        "h3": float(np.mean(corner <= 3)),
+        "matches": float(np.mean([v["matches"] for v in values])),
+    }
+
+
 def summarise(result: dict) -> dict:
-    """Mean MMA@3 and matches over the synthetic pairs, plus each real pair's numbers."""
+    """Means over the synthetic pairs (``syn_*``) and each real pair's numbers (``graf_*``,
+    ``boat_*``): MMA@1, MMA@3, repeatability, homography accuracy @1/@3 px, matches.
+
+    ``score`` (which picks ``best.pt``) is the mean of (MMA@1 + MMA@3) / 2 over the synthetic
+    mean and each real pair: localization counts as much as matching.
+    """
     syn = [v for k, v in result.items() if k.startswith("syn/")]
     out: dict = {}
+    parts = []
     if syn:
-        out["syn_mma3"] = float(np.mean([v["mma3"] for v in syn]))
-        out["syn_matches"] = float(np.mean([v["matches"] for v in syn]))
-        out["syn_correct"] = float(np.mean([v["correct"] for v in syn]))
+        out.update({f"syn_{k}": v for k, v in _pair_summary(syn).items()})
+        parts.append((out["syn_mma1"] + out["syn_mma3"]) / 2)
     for name in REAL_PAIRS:
         if name in result:
             short = name.split("_")[0]
-            out[f"{short}_mma3"] = result[name]["mma3"]
-            out[f"{short}_matches"] = result[name]["matches"]
-            out[f"{short}_correct"] = result[name]["correct"]
-    real = [result[n]["mma3"] for n in REAL_PAIRS if n in result]
-    parts = ([out["syn_mma3"]] if syn else []) + real
+            out.update({f"{short}_{k}": v for k, v in _pair_summary([result[name]]).items()})
+            parts.append((out[f"{short}_mma1"] + out[f"{short}_mma3"]) / 2)
     out["score"] = float(np.mean(parts)) if parts else 0.0
     return out

@@ -1,0 +1,182 @@
+"""Keypoint localization objectives: each term on a case with a known answer.
+
+A single Gaussian blob in view A, the same blob in view B at a position we control, and a
+homography that moves A to B by a known sub-pixel shift: every term must be smallest when B's
+blob sits where the homography says, and its gradient must point there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from aslfeat_training.localization import (  # noqa: E402
+    localization_loss,
+    nms_peaks,
+    peakiness_loss,
+    repeatability_loss,
+    reprojection_loss,
+    soft_argmax,
+    warp,
+)
+
+SIZE = 40
+CENTRE_A = (19.0, 17.0)  # x, y
+SHIFT = (3.3, -1.6)  # homography A -> B: a pure translation
+SIGMA = 2.0
+
+
+def blob(centre: torch.Tensor, sigma: float | torch.Tensor = SIGMA, size: int = SIZE):
+    """(size, size) Gaussian of peak 2 at ``centre`` (x, y) on a floor of 0.1 (score maps are
+    never exactly zero, and R2D2's cosine is undefined on empty windows), differentiable."""
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
+        indexing="ij",
+    )  # fmt: skip
+    d2 = (xs - centre[0]) ** 2 + (ys - centre[1]) ** 2
+    return 0.1 + 2.0 * torch.exp(-d2 / (2 * sigma**2))
+
+
+def translation(dx: float, dy: float) -> torch.Tensor:
+    return torch.tensor([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1.0]], dtype=torch.float64)
+
+
+H = translation(*SHIFT)
+TRUTH_B = np.array(CENTRE_A) + np.array(SHIFT)
+
+
+def reprojection_of(centre_b: torch.Tensor) -> torch.Tensor:
+    score_a = blob(torch.tensor(CENTRE_A, dtype=torch.float64))
+    score_b = blob(centre_b)
+    kp_a, _ = soft_argmax(score_a, nms_peaks(score_a, 10))
+    kp_b, _ = soft_argmax(score_b, nms_peaks(score_b, 10))
+    loss, stats = reprojection_loss(kp_a, kp_b, H, (SIZE, SIZE), (SIZE, SIZE))
+    assert stats["pairs"] == 1
+    return loss
+
+
+def repeatability_of(centre_b: torch.Tensor) -> torch.Tensor:
+    score_a = blob(torch.tensor(CENTRE_A, dtype=torch.float64))
+    loss, stats = repeatability_loss(score_a, blob(centre_b), H)
+    assert stats["windows"] > 0
+    return loss
+
+
+def scan_minimum(loss_of, step: float = 0.05, reach: float = 0.3) -> np.ndarray:
+    """The grid position of B's blob (around the truth) where ``loss_of`` is smallest."""
+    offsets = np.arange(-reach, reach + 1e-9, step)
+    best, best_value = None, np.inf
+    for ox in offsets:
+        for oy in offsets:
+            centre = torch.tensor(TRUTH_B + (ox, oy), dtype=torch.float64)
+            value = float(loss_of(centre))
+            if value < best_value:
+                best, best_value = centre.numpy(), value
+    return best
+
+
+def gradient_at(loss_of, centre: np.ndarray) -> np.ndarray:
+    c = torch.tensor(centre, dtype=torch.float64, requires_grad=True)
+    loss_of(c).backward()
+    return c.grad.numpy()
+
+
+@pytest.mark.parametrize("loss_of", [reprojection_of, repeatability_of], ids=["reproj", "rep"])
+def test_loss_is_minimal_at_the_true_position(loss_of):
+    np.testing.assert_allclose(scan_minimum(loss_of), TRUTH_B, atol=0.026)
+
+
+@pytest.mark.parametrize("loss_of", [reprojection_of, repeatability_of], ids=["reproj", "rep"])
+@pytest.mark.parametrize("displacement", [(0.5, 0.0), (0.0, -0.4), (-0.3, 0.35), (0.8, 0.8)])
+def test_gradient_points_to_the_true_position(loss_of, displacement):
+    centre = TRUTH_B + np.array(displacement)
+    grad = gradient_at(loss_of, centre)
+    towards = TRUTH_B - centre
+    # Gradient descent moves the blob towards the truth, nearly straight.
+    cosine = float(-grad @ towards / (np.linalg.norm(grad) * np.linalg.norm(towards)))
+    assert cosine > 0.95
+
+
+def test_soft_argmax_recovers_sub_pixel_centres():
+    for centre in [(12.0, 20.0), (12.3, 20.0), (12.7, 19.6), (25.45, 9.8)]:
+        score = blob(torch.tensor(centre, dtype=torch.float64))
+        keypoints, dispersity = soft_argmax(score, nms_peaks(score, 5))
+        assert keypoints.shape == (1, 2)
+        np.testing.assert_allclose(keypoints[0].numpy(), centre, atol=0.02)
+        assert 0 < float(dispersity[0]) < 1.0
+
+
+def test_dispersity_grows_with_blob_width_and_its_gradient_sharpens():
+    values = []
+    for sigma in (0.6, 1.0, 1.5, 2.5):
+        score = blob(torch.tensor((20.0, 20.0)), sigma)
+        _, dispersity = soft_argmax(score, nms_peaks(score, 5))
+        values.append(float(dispersity[0]))
+    assert values == sorted(values) and values[0] < 0.3 * values[-1]
+    sigma = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    score = blob(torch.tensor((20.0, 20.0)), sigma)
+    _, dispersity = soft_argmax(score, nms_peaks(score, 5))
+    dispersity.sum().backward()
+    assert float(sigma.grad) > 0  # descent narrows the peak
+    # A one-pixel peak has (almost) no dispersity.
+    spike = torch.zeros(SIZE, SIZE, dtype=torch.float64)
+    spike[20, 20] = 1.0
+    _, dispersity = soft_argmax(spike, nms_peaks(spike, 5))
+    assert float(dispersity[0]) < 0.01
+
+
+def blob_grid(sigma: float | torch.Tensor) -> torch.Tensor:
+    """Blobs 10 px apart (about one per R2D2 window), each of width ``sigma``."""
+    return sum(
+        blob(torch.tensor((float(x), float(y)), dtype=torch.float64), sigma)
+        for x in range(5, SIZE, 10)
+        for y in range(5, SIZE, 10)
+    )
+
+
+def test_peakiness_prefers_sharp_peaks_and_its_gradient_sharpens():
+    values = [float(peakiness_loss(blob_grid(sigma))) for sigma in (0.8, 1.5, 3.0)]
+    assert values == sorted(values)
+    sigma = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    peakiness_loss(blob_grid(sigma)).backward()
+    assert float(sigma.grad) > 0
+
+
+def test_reprojection_ignores_far_and_invisible_keypoints():
+    kp_a = torch.tensor([[10.0, 10.0], [30.0, 30.0], [5.0, 35.0]], dtype=torch.float64)
+    # B sees A shifted by SHIFT; the second keypoint's partner is 6 px off (beyond the cap),
+    # the third has none and lands outside B after the warp of (-10, 0).
+    h = translation(-10.0, 0.0)
+    kp_b = torch.tensor([[0.5, 10.0], [26.0, 30.0]], dtype=torch.float64)
+    loss, stats = reprojection_loss(kp_a, kp_b, h, (SIZE, SIZE), (SIZE, SIZE), cap=5.0)
+    assert stats["pairs"] == 1
+    assert float(loss) == pytest.approx(0.5, abs=1e-6)
+    assert stats["repeatable"] == pytest.approx(0.5)  # 1 of the 2 visible keypoints
+
+
+def test_warp_round_trip_and_empty_inputs_stay_in_the_graph():
+    h = torch.tensor(
+        [[1.1, 0.05, 2.0], [-0.03, 0.95, -1.0], [1e-4, 2e-4, 1.0]],
+        dtype=torch.float64,
+    )
+    points = torch.rand(20, 2, dtype=torch.float64) * 40
+    back = warp(warp(points, h), torch.linalg.inv(h))
+    np.testing.assert_allclose(back.numpy(), points.numpy(), atol=1e-9)
+    flat = torch.zeros(SIZE, SIZE, dtype=torch.float64, requires_grad=True)
+    loss, stats = localization_loss(flat, flat, H, repeatability_weight=1.0, peakiness_weight=1.0)
+    loss.backward()  # a constant map: no peaks, no pairs, still a graph
+    assert torch.isfinite(loss) and stats.get("pairs", 0) == 0
+
+
+def test_combined_loss_pulls_both_views_together():
+    centre_b = torch.tensor(TRUTH_B + (0.6, -0.4), dtype=torch.float64, requires_grad=True)
+    score_a = blob(torch.tensor(CENTRE_A, dtype=torch.float64))
+    loss, stats = localization_loss(
+        score_a, blob(centre_b), H, repeatability_weight=1.0, peakiness_weight=0.5
+    )
+    assert {"reproj", "disp", "rep", "peaky", "pairs"} <= set(stats)
+    loss.backward()
+    towards = TRUTH_B - centre_b.detach().numpy()
+    assert float(-centre_b.grad.numpy() @ towards) > 0
