@@ -33,9 +33,14 @@ class DetectionConfig:
     edge_threshold: float = 10.0  # Hessian ratio r of the edge test; 0 = off
     nms_size: int = 3  # odd window; 0 or 1 = no NMS
     border: int = 5  # end-of-frame mask width in pixels
-    refinement: bool = True
+    # Sub-pixel refinement (REFINEMENTS); True/False mean "newton"/"none".
+    refinement: str | bool = "newton"
 
     def __post_init__(self) -> None:
+        if self.refinement is True or self.refinement is False:
+            object.__setattr__(self, "refinement", "newton" if self.refinement else "none")
+        if self.refinement not in REFINEMENTS:
+            raise ValueError(f"refinement must be one of {', '.join(REFINEMENTS)}")
         if self.num_keypoints < 0:
             raise ValueError("num_keypoints must be >= 0")
         if self.nms_size < 0 or (self.nms_size > 1 and self.nms_size % 2 == 0):
@@ -115,6 +120,76 @@ def refine(score_map: np.ndarray, peaks: np.ndarray) -> np.ndarray:
     return peaks.astype(np.float32) + steps.astype(np.float32)
 
 
+def _windows(score_map: np.ndarray, peaks: np.ndarray, radius: int) -> np.ndarray:
+    """(N, 2r+1, 2r+1) neighbourhoods of integer (row, col) peaks, zero outside the map."""
+    s = np.pad(np.asarray(score_map, dtype=np.float32), radius)
+    r = np.arange(-radius, radius + 1)
+    rows = peaks[:, 0, None, None] + radius + r[None, :, None]
+    cols = peaks[:, 1, None, None] + radius + r[None, None, :]
+    return s[rows, cols]
+
+
+def _quadratic_fit_matrix() -> np.ndarray:
+    """(6, 9) least-squares map from a 3x3 window (raster order) to the coefficients of
+    a + b x + c y + d x^2 + e x y + f y^2, with x = column offset, y = row offset."""
+    dy, dx = np.mgrid[-1:2, -1:2]
+    x, y = dx.ravel().astype(np.float64), dy.ravel().astype(np.float64)
+    design = np.stack([np.ones(9), x, y, x * x, x * y, y * y], axis=1)
+    return np.linalg.pinv(design)
+
+
+_QUADRATIC = _quadratic_fit_matrix()
+
+
+def refine_quadratic(score_map: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """Sub-pixel maxima of a 2-D quadratic fitted (least squares) to each 3x3 window.
+
+    Uses all nine values, where the official Newton step uses the five of a cross (plus the
+    corners for the mixed term only); steps are clipped to REFINEMENT_CLIP as there, and a fit
+    without a maximum (not negative definite) keeps the integer peak. Returns float (row, col).
+    """
+    if len(peaks) == 0:
+        return peaks.astype(np.float32)
+    coef = _windows(score_map, peaks, 1).reshape(len(peaks), 9).astype(np.float64) @ _QUADRATIC.T
+    b, c, d, e, f = coef[:, 1], coef[:, 2], coef[:, 3], coef[:, 4], coef[:, 5]
+    det = 4 * d * f - e * e
+    maximum = (d < 0) & (det > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dx = np.where(maximum, (e * c - 2 * f * b) / det, 0.0)
+        dy = np.where(maximum, (e * b - 2 * d * c) / det, 0.0)
+    steps = np.clip(np.stack([dy, dx], axis=1), -REFINEMENT_CLIP, REFINEMENT_CLIP)
+    return (peaks + steps).astype(np.float32)
+
+
+def refine_softargmax(
+    score_map: np.ndarray, peaks: np.ndarray, radius: int = 2, temperature: float = 0.1
+) -> np.ndarray:
+    """Soft-argmax in a (2r+1)^2 window: the peak plus the softmax-weighted mean offset of
+    ``softmax((s / s_max - 1) / temperature)``, the position the localization loss of
+    :mod:`aslfeat_training.localization` trains (same defaults). Returns float (row, col)."""
+    if len(peaks) == 0:
+        return peaks.astype(np.float32)
+    win = _windows(score_map, peaks, radius).reshape(len(peaks), -1).astype(np.float64)
+    top = np.maximum(win.max(axis=1, keepdims=True), 1e-6)
+    logits = (win / top - 1) / temperature
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    offsets = np.stack([dy.ravel(), dx.ravel()], axis=1).astype(np.float64)
+    return (peaks + weights @ offsets).astype(np.float32)
+
+
+#: Sub-pixel refinements: the official clipped Newton step (default), a 3x3 quadratic fit,
+#: the training-time soft-argmax, or none (integer pixels).
+REFINEMENTS = ("newton", "quadratic", "softargmax", "none")
+_REFINE = {
+    "newton": lambda s, p: refine(s, p),
+    "quadratic": refine_quadratic,
+    "softargmax": refine_softargmax,
+    "none": lambda s, p: p.astype(np.float32),
+}
+
+
 def sample_descriptors(descriptor_map: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Bilinear samples of (h, w, D) at (row, col) / 4, L2-normalised (N, D) float32.
 
@@ -147,7 +222,7 @@ def select_keypoints(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keypoints (N, 2) x, y; scores (N,); descriptors (N, D), from the network's dense outputs."""
     peaks, scores = select_peaks(score_map, config)
-    positions = refine(score_map, peaks) if config.refinement else peaks.astype(np.float32)
+    positions = _REFINE[config.refinement](score_map, peaks)
     descriptors = sample_descriptors(descriptor_map, positions)
     return positions[:, ::-1].copy(), scores, descriptors
 
