@@ -22,6 +22,14 @@ import numpy as np
 from . import h5io
 from .errors import UserError
 from .pairs import Pair, clean_pairs
+from .settings import (
+    FEATURES_ID,
+    check_compatible,
+    check_same_features,
+    matching_settings,
+    plain,
+    read_attrs,
+)
 from .verification import VerifyOptions, verify_pair
 
 logger = logging.getLogger(__name__)
@@ -195,6 +203,23 @@ def _check_descriptor_sizes(fh: h5py.File, names: set[str], label: Path) -> None
             )
 
 
+def _record_settings(
+    mfh: h5py.File, ffh: h5py.File, settings: dict, output: Path, features: Path
+) -> None:
+    """Check a resumed matches file against this run's settings and features file, then
+    record both (see :mod:`aslfeat_cli.settings`)."""
+    recorded = read_attrs(mfh.attrs)
+    if len(mfh):  # holds pairs: they must come from these features with these settings
+        check_same_features(recorded, ffh.attrs, output, features)
+        check_compatible(recorded, settings, str(output), "use --overwrite or another output")
+    for key, value in settings.items():
+        mfh.attrs[key] = value
+    features_id = plain(ffh.attrs.get(FEATURES_ID, ""))
+    if features_id:
+        mfh.attrs[FEATURES_ID] = features_id
+    mfh.flush()
+
+
 def match_pairs(
     features: Path,
     pairs: Sequence[Pair],
@@ -234,6 +259,7 @@ def match_pairs(
             output.unlink()
         output.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(output, "a") as mfh:
+            _record_settings(mfh, ffh, matching_settings(options, verify), output, features)
             todo = []
             for a, b in pairs:
                 done = h5io.has_pair(mfh, a, b)

@@ -125,6 +125,14 @@ def command(
     if missing:
         raise UserError(f"{features}: no features for {', '.join(missing[:5])}")
 
+    if matches_file is not None:  # before any picture is drawn
+        import h5py
+
+        from ..settings import check_same_features
+
+        with h5py.File(matches_file, "r") as mfh, h5py.File(features, "r") as ffh:
+            check_same_features(mfh.attrs, ffh.attrs, matches_file, features)
+
     cache: dict[str, tuple[np.ndarray, dict]] = {}
 
     def load(name: str) -> tuple[np.ndarray, dict]:
