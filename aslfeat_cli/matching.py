@@ -203,6 +203,44 @@ def _check_descriptor_sizes(fh: h5py.File, names: set[str], label: Path) -> None
             )
 
 
+def check_pair_keys(pairs: Sequence[Pair]) -> None:
+    """UserError naming both images when hloc's pair keys (``/`` in names becomes ``-``)
+    would store two pairs in one group, or make a pair's direction ambiguous; hloc's
+    ``find_pair`` tries ``names_to_pair(a, b)`` then ``(b, a)``, so both keys count."""
+    owner: dict[str, Pair] = {}
+    for a, b in pairs:
+        if h5io.names_to_pair(a, b) == h5io.names_to_pair(b, a):
+            raise UserError(_clash_message(a, b))
+        for key in (h5io.names_to_pair(a, b), h5io.names_to_pair(b, a)):
+            other = owner.setdefault(key, (a, b))
+            if set(other) != {a, b}:
+                first, second = sorted(set(other) ^ {a, b})
+                raise UserError(_clash_message(first, second))
+
+
+def _clash_message(a: str, b: str) -> str:
+    return (
+        f"image names {a!r} and {b!r} are the same once '/' becomes '-' (hloc's pair keys), "
+        "so their matches would overwrite each other; rename one of them"
+    )
+
+
+def _stored_names(mfh: h5py.File, a: str, b: str) -> None:
+    """UserError when the group found for (a, b) was written for other images."""
+    key = h5io.names_to_pair(a, b)
+    key = key if key in mfh else h5io.names_to_pair(b, a)
+    attrs = mfh[key].attrs
+    if "name0" in attrs and "name1" in attrs:
+        stored = (str(plain(attrs["name0"])), str(plain(attrs["name1"])))
+        if set(stored) != {a, b}:
+            other = sorted(set(stored) - {a, b})[0]
+            mine = sorted({a, b} - set(stored))[0]
+            raise UserError(
+                f"{mfh.filename}: group {key!r} holds the pair {stored}, not ({a!r}, {b!r}): "
+                f"{_clash_message(other, mine)}"
+            )
+
+
 def _record_settings(
     mfh: h5py.File, ffh: h5py.File, settings: dict, output: Path, features: Path
 ) -> None:
@@ -246,6 +284,7 @@ def match_pairs(
     if not names:
         raise UserError(f"{features}: holds no features (run aslfeat extract first)")
     pairs = clean_pairs(pairs, names)
+    check_pair_keys(pairs)
     summary = MatchSummary(n_pairs=len(pairs))
     if not pairs:
         logger.warning("no pairs to match")
@@ -263,6 +302,8 @@ def match_pairs(
             todo = []
             for a, b in pairs:
                 done = h5io.has_pair(mfh, a, b)
+                if done:
+                    _stored_names(mfh, a, b)
                 if done and verify is not None:
                     key = h5io.names_to_pair(a, b)
                     key = key if key in mfh else h5io.names_to_pair(b, a)

@@ -85,6 +85,11 @@ def read_image_list(path: Path) -> list[str]:
     return names
 
 
+def fits_pairs_file(name: str) -> bool:
+    """Whether a name can go in a (space-separated, line-based) pairs file."""
+    return bool(name) and len(name.split()) == 1 and name == name.strip()
+
+
 def write_pairs(path: Path, pairs: Iterable[Pair]) -> int:
     """Write a pairs file; returns the number of pairs written."""
     path = Path(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ._options import FiniteFloat
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ Examples:
 @click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
 @click.option(
     "--min-score",
-    type=float,
+    type=FiniteFloat(),
     default=None,
     help="Import only matches with a matching score at least this.",
 )

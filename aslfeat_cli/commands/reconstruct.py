@@ -146,3 +146,8 @@ def command(
         )
         stats = run_reconstruction(images, output, extractor, **common)
     click.echo(stats.table())
+    if stats.model_path is None:
+        raise UserError(
+            f"the mapper built no model from {len(images)} image(s) "
+            f"({stats.verified_pairs} verified pair(s)): are the images of one scene?"
+        )
