@@ -51,7 +51,12 @@ def _open_database(database: Path):
         with open(database, "rb") as f:
             if f.read(16) != b"SQLite format 3\x00":
                 raise UserError(f"{database}: not a COLMAP database (not SQLite)")
-    database.parent.mkdir(parents=True, exist_ok=True)
+    if database.is_dir():
+        raise UserError(f"{database}: is a folder, not a COLMAP database")
+    if not database.exists():
+        from .outputs import prepare_output_dir
+
+        prepare_output_dir(database.parent)
     try:
         return pycolmap.Database.open(database)
     except Exception as exc:  # pycolmap raises ValueError/RuntimeError on bad files

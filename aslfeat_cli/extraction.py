@@ -30,6 +30,7 @@ from .images import (
     scale_keypoints,
     walk_images,
 )
+from .outputs import prepare_output_file as _prepare_output
 from .settings import (
     FEATURES_ID,
     IMAGE_SHA256,
@@ -59,7 +60,8 @@ def _read_image_list(image_list: Path, root: Path) -> list[Path]:
         lines = image_list.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read image list {image_list}: {exc}") from None
-    paths = [root / line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    # A comment is a line whose first non-blank character is '#' (indented ones too).
+    paths = [root / line.strip() for line in lines if line.strip() and line.strip()[0] != "#"]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
@@ -130,23 +132,6 @@ class _Sink(Protocol):
     def done(self) -> set[str]: ...
     def add(self, name: str, path: Path, features: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
-
-
-def _prepare_output(output: Path, magic_check: Callable[[Path], bool], kind: str) -> None:
-    """Fail early, with one line, when ``output`` cannot be written as ``kind``."""
-    if output.is_dir():
-        raise UserError(f"output {output} is a folder; give a file name")
-    if output.exists() and not magic_check(output):
-        raise UserError(f"output {output} exists and is not {kind}; refusing to touch it")
-    parent = output.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"cannot create output folder {parent}: a file is in the way") from None
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {parent}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"output folder {parent} is not writable")
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -494,7 +479,8 @@ def _extract_one(extractor: Extractor, loaded: _Loaded) -> dict[str, Any]:
 def _fail(summary: ExtractionSummary, name: str, message: str) -> None:
     summary.n_failed += 1
     summary.failures.append((name, message))
-    logger.error("%s: %s", name, message)
+    # Listed once, in the summary at the end (a log line here printed every failure twice).
+    logger.debug("%s: %s", name, message)
 
 
 def _one_line(exc: BaseException) -> str:

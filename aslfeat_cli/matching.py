@@ -21,6 +21,7 @@ import numpy as np
 
 from . import h5io
 from .errors import UserError
+from .outputs import prepare_output_file
 from .pairs import Pair, clean_pairs
 from .settings import (
     FEATURES_ID,
@@ -122,11 +123,25 @@ def mutual_nn_match(
     return matches0, scores0
 
 
+def _checked(descriptors: np.ndarray, name: str, cache: FeatureCache) -> np.ndarray:
+    """UserError for descriptors no extractor makes: norms that overflow (float64 here, so a
+    huge value is caught rather than warned about) or, in our files, norms other than 1."""
+    norms = np.linalg.norm(descriptors.astype(np.float64), axis=1)
+    label = cache.fh.filename
+    if not np.isfinite(norms).all() or (len(norms) and norms.max() > 1e15):
+        raise UserError(f"{label}: descriptors of {name!r} are not numbers an extractor makes")
+    if cache.unit and np.any((norms > 0) & (np.abs(norms - 1) > 0.01)):
+        raise UserError(f"{label}: descriptors of {name!r} are not unit length (damaged?)")
+    return descriptors
+
+
 class FeatureCache:
     """Least-recently-used cache of (keypoints, normalised descriptors) per image."""
 
     def __init__(self, fh: h5py.File, capacity: int = 128) -> None:
         self.fh = fh
+        # Files we wrote hold unit descriptors; other tools' (SIFT...) need not.
+        self.unit = "model_sha256" in fh.attrs
         self.capacity = max(2, capacity)
         self._items: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.loads = 0
@@ -137,7 +152,7 @@ class FeatureCache:
             self._items.move_to_end(name)
             return self._items[name]
         feats = h5io.read_features(self.fh, name)
-        item = (feats["keypoints"], normalize(feats["descriptors"]))
+        item = (feats["keypoints"], normalize(_checked(feats["descriptors"], name, self)))
         self.loads += 1
         self._items[name] = item
         if len(self._items) > self.capacity:
@@ -291,12 +306,12 @@ def match_pairs(
         return summary
     if output.exists() and not h5py.is_hdf5(output):
         raise UserError(f"{output}: exists and is not an HDF5 file")
+    prepare_output_file(output)
     start = time.perf_counter()
     with h5py.File(features, "r") as ffh:
         _check_descriptor_sizes(ffh, {n for p in pairs for n in p}, features)
         if overwrite and output.exists():
             output.unlink()
-        output.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(output, "a") as mfh:
             _record_settings(mfh, ffh, matching_settings(options, verify), output, features)
             todo = []

@@ -21,6 +21,7 @@ from typing import Any
 from . import colmap_db, h5io
 from .errors import UserError
 from .matching import MatchOptions, match_pairs
+from .outputs import prepare_output_dir
 from .pairs import Pair, exhaustive, fits_pairs_file, natural_key, sequential, write_pairs
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def reconstruct_from_features(
     match_options = match_options or MatchOptions()
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out_dir)
     names = [name for _, name in images]
     available = set(h5io.list_names(features))
     missing = [n for n in names if n not in available]
@@ -263,7 +264,7 @@ def run_reconstruction(
     from .extraction import run_extraction
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out_dir)
     features = out_dir / "features.h5"
     result = run_extraction(
         list(images), features, extractor, fmt="h5", overwrite=overwrite, progress=progress

@@ -107,6 +107,7 @@ def command(
     """
     from ..extraction import find_images
     from ..matching import MatchOptions
+    from ..outputs import prepare_output_dir
     from ..pairs import make_pairs
     from ..reconstruct import (
         configure_colmap_logging,
@@ -118,6 +119,7 @@ def command(
     verbose = logging.getLogger("aslfeat_cli").getEffectiveLevel() <= logging.DEBUG
     if not inputs and image_list is None:
         raise click.UsageError("give image files or folders, or --image-list")
+    prepare_output_dir(output)  # before any work
     images = find_images(list(inputs), image_list, image_root)
     names = [name for _, name in images]
     if len(images) < 2:

@@ -114,9 +114,11 @@ def command(
     from tqdm import tqdm
 
     from ..h5io import list_names, list_pairs, read_features, read_match_pairs
+    from ..outputs import prepare_output_dir
     from ..viz import draw_keypoints, draw_matches, save_png
 
     quiet = bool((ctx.obj or {}).get("quiet"))
+    prepare_output_dir(output)
     stored = list_names(features)
     if not stored:
         raise UserError(f"{features}: holds no features")
