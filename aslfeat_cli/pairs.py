@@ -1,7 +1,9 @@
 """Image pairs to match: generation (exhaustive, sequential) and hloc-style pairs files.
 
 A pairs file holds one ``name0 name1`` per line (hloc's format); blank lines and lines
-starting with ``#`` are ignored. Names therefore cannot contain spaces.
+starting with ``#`` are ignored. Names in a pairs file therefore cannot contain spaces;
+the commands themselves pass pairs around as Python tuples (and to pycolmap through its API),
+so such names work everywhere else.
 """
 
 from __future__ import annotations

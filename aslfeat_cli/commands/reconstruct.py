@@ -103,7 +103,9 @@ def command(
     Extracts ASLFeat features, matches exhaustive pairs (or --sequential / --pairs),
     imports everything into OUTPUT/database.db, verifies the matches and runs pycolmap's
     incremental mapper. The largest model is written to OUTPUT/sparse (binary) and
-    OUTPUT/sparse_text (text); its statistics are printed to stdout.
+    OUTPUT/sparse_text (text; not written for names with spaces or line breaks, which
+    COLMAP's text format cannot hold); its statistics are printed to stdout. Exits with
+    status 1 when the mapper builds no model.
     """
     from ..extraction import find_images
     from ..matching import MatchOptions
