@@ -34,12 +34,15 @@ from .outputs import prepare_output_file as _prepare_output
 from .settings import (
     FEATURES_ID,
     IMAGE_SHA256,
+    db_has_images,
     differences,
     extraction_settings,
     file_sha256,
     new_id,
     plain,
     read_attrs,
+    read_db_settings,
+    write_db_settings,
 )
 
 if TYPE_CHECKING:
@@ -231,10 +234,19 @@ class _H5Sink:
 class _ColmapSink:
     """COLMAP database through :class:`aslfeat_cli.colmap_db.ColmapFeatureWriter`."""
 
-    def __init__(self, output: Path, single_camera: bool, overwrite: bool) -> None:
+    def __init__(
+        self, output: Path, single_camera: bool, overwrite: bool, settings: dict[str, Any]
+    ) -> None:
         from .colmap_db import ColmapFeatureWriter
 
         _prepare_output(output, _is_sqlite, "an SQLite (COLMAP) database")
+        recorded = read_db_settings(output)
+        changed = differences(recorded, settings) if db_has_images(output) else []
+        if changed and not overwrite:
+            raise UserError(
+                f"{output} holds features made with other settings: {', '.join(changed)}; "
+                "use --overwrite to start it anew, or another output"
+            )
         if overwrite and output.exists():
             # COLMAP images cannot be replaced in place: --overwrite starts a new database.
             logger.warning("--overwrite: replacing the COLMAP database %s", output)
@@ -246,6 +258,8 @@ class _ColmapSink:
             raise
         except Exception as exc:  # pycolmap raises plain RuntimeError for unusable files
             raise UserError(f"cannot open COLMAP database {output}: {exc}") from None
+        keep_id = recorded.get(FEATURES_ID) if output.exists() and not overwrite else None
+        write_db_settings(output, {**settings, FEATURES_ID: keep_id or new_id()})
 
     def done(self) -> set[str]:
         return set(self.writer.names())
@@ -378,7 +392,8 @@ def run_extraction(
         settings = extraction_settings(extractor, descriptor_dtype)
         sink: _Sink = _H5Sink(output, settings, descriptor_dtype, overwrite)
     else:
-        sink = _ColmapSink(output, single_camera, overwrite)
+        settings = extraction_settings(extractor, np.float32)  # COLMAP stores float32
+        sink = _ColmapSink(output, single_camera, overwrite, settings)
 
     summary = ExtractionSummary()
     start = time.perf_counter()

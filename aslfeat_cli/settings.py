@@ -7,6 +7,7 @@ shard files can tell whether two files belong together:
 * features.h5: :data:`FEATURE_KEYS` (detection settings and the model's SHA-256) and
   ``features_id``, a random UUID made when the file is created (or started anew). Each image
   group also holds ``image_sha256``, the SHA-256 of the image file it was extracted from.
+* COLMAP database (``extract -o x.db``): the features keys in a table ``aslfeat_settings``.
 * matches.h5: :data:`MATCH_KEYS` (matching settings) and ``features_id``, copied from the
   features file the matches index into.
 
@@ -158,3 +159,57 @@ def check_same_features(
             f"{matches} was made from another features file than {features} "
             f"(features_id {theirs} vs {ours}); match again with these features"
         )
+
+
+# COLMAP databases have no attribute slot: the same keys go to a table of our own, which
+# COLMAP ignores (it only creates and reads its own tables). Values are JSON text.
+DB_TABLE = "aslfeat_settings"
+
+
+def read_db_settings(database: str | Path) -> dict[str, Any]:
+    """The settings recorded in a COLMAP database by ``extract`` ({} when none)."""
+    import json
+    import sqlite3
+
+    if not Path(database).is_file() or Path(database).stat().st_size == 0:
+        return {}
+    con = sqlite3.connect(f"file:{Path(database).resolve()}?mode=ro", uri=True)
+    try:
+        rows = con.execute(f"SELECT key, value FROM {DB_TABLE}").fetchall()
+    except sqlite3.DatabaseError:  # no such table (COLMAP's own or hloc's database)
+        return {}
+    finally:
+        con.close()
+    return {key: json.loads(value) for key, value in rows}
+
+
+def db_has_images(database: str | Path) -> bool:
+    """Whether a COLMAP database file holds any image (False for a new or empty file)."""
+    import sqlite3
+
+    if not Path(database).is_file() or Path(database).stat().st_size == 0:
+        return False
+    con = sqlite3.connect(f"file:{Path(database).resolve()}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM images").fetchone()[0] > 0
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        con.close()
+
+
+def write_db_settings(database: str | Path, settings: Mapping[str, Any]) -> None:
+    """Record ``settings`` in a COLMAP database (replacing keys of the same name)."""
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(Path(database))
+    try:
+        with con:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {DB_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
+            con.executemany(
+                f"INSERT OR REPLACE INTO {DB_TABLE} (key, value) VALUES (?, ?)",
+                [(key, json.dumps(plain(value))) for key, value in settings.items()],
+            )
+    finally:
+        con.close()

@@ -157,3 +157,22 @@ def test_settings_check_compatible_names_each_difference():
     assert differences(recorded, {"ratio": 0.8, "new_key": 1}) == ["ratio=0.9 (now 0.8)"]
     with pytest.raises(UserError, match=r"m.h5 was made with other settings: ratio=0.9"):
         check_compatible(recorded, {"ratio": 0.8}, "m.h5", "use --overwrite")
+
+
+@needs_model
+def test_colmap_database_records_settings_and_refuses_other_settings_on_resume(
+    two_images, tmp_path
+):
+    pytest.importorskip("pycolmap")
+    from aslfeat_cli.settings import read_db_settings
+
+    db = tmp_path / "x.db"
+    assert _run("extract", two_images, "-o", db, "--num-keypoints", "300", "-q").exit_code == 0
+    recorded = read_db_settings(db)
+    assert recorded["num_keypoints"] == 300 and len(recorded[FEATURES_ID]) == 32
+    result = _run("extract", two_images, "-o", db, "--num-keypoints", "200", "-q")
+    _one_line_error(result)
+    assert "num_keypoints=300 (now 200)" in result.stderr
+    result = _run("extract", two_images, "-o", db, "--num-keypoints", "200", "--overwrite", "-q")
+    assert result.exit_code == 0, result.output
+    assert read_db_settings(db)["num_keypoints"] == 200
