@@ -129,7 +129,9 @@ def _checked(descriptors: np.ndarray, name: str, cache: FeatureCache) -> np.ndar
     norms = np.linalg.norm(descriptors.astype(np.float64), axis=1)
     label = cache.fh.filename
     if not np.isfinite(norms).all() or (len(norms) and norms.max() > 1e15):
-        raise UserError(f"{label}: descriptors of {name!r} are not numbers an extractor makes")
+        raise UserError(
+            f"{label}: descriptors of {name!r} hold values no extractor makes (damaged?)"
+        )
     if cache.unit and np.any((norms > 0) & (np.abs(norms - 1) > 0.01)):
         raise UserError(f"{label}: descriptors of {name!r} are not unit length (damaged?)")
     return descriptors
@@ -265,6 +267,8 @@ def _record_settings(
     if len(mfh):  # holds pairs: they must come from these features with these settings
         check_same_features(recorded, ffh.attrs, output, features)
         check_compatible(recorded, settings, str(output), "use --overwrite or another output")
+        if not any(key in recorded for key in settings if key != "aslfeat_version"):
+            return  # pairs of unknown settings (hloc, older versions): do not vouch for them
     for key, value in settings.items():
         mfh.attrs[key] = value
     features_id = plain(ffh.attrs.get(FEATURES_ID, ""))
