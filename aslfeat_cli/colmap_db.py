@@ -19,7 +19,6 @@ image has it (``prior_focal_length`` set), else 1.2 x max(width, height).
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +51,12 @@ def _open_database(database: Path):
         with open(database, "rb") as f:
             if f.read(16) != b"SQLite format 3\x00":
                 raise UserError(f"{database}: not a COLMAP database (not SQLite)")
-    database.parent.mkdir(parents=True, exist_ok=True)
+    if database.is_dir():
+        raise UserError(f"{database}: is a folder, not a COLMAP database")
+    if not database.exists():
+        from .outputs import prepare_output_dir
+
+        prepare_output_dir(database.parent)
     try:
         return pycolmap.Database.open(database)
     except Exception as exc:  # pycolmap raises ValueError/RuntimeError on bad files
@@ -179,9 +183,9 @@ class ColmapFeatureWriter:
             frame.add_data_id(pycolmap.data_t(sensor_id=sensor, id=image_id))
             self._db.write_frame(frame)
             self._db.write_keypoints(image_id, keypoints + COLMAP_SHIFT)
-            blob = descriptors.reshape(len(descriptors), -1).view(np.uint8)
-            if blob.shape[1] == 0:  # no keypoints: keep the row width meaningful
-                blob = np.zeros((0, 4 * descriptors.shape[1]), np.uint8)
+            # An explicit row width: reshape(0, -1) is undefined for an image without keypoints.
+            width = 4 * (descriptors.shape[1] if descriptors.ndim == 2 else 0)
+            blob = descriptors.view(np.uint8).reshape(len(descriptors), width)
             self._db.write_descriptors(
                 image_id,
                 pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.UNDEFINED, blob),
@@ -333,24 +337,28 @@ def import_matches(
 
 def verify_matches(
     database: Path,
-    pairs: Iterable[tuple[str, str]],
+    pairs: Iterable[tuple[str, str]] | None = None,
     max_error: float = 4.0,
     max_num_trials: int = 20000,
     min_inlier_ratio: float = 0.1,
 ) -> int:
-    """pycolmap's two-view geometric verification of the pairs (hloc's settings).
+    """pycolmap's two-view geometric verification of the matched pairs (hloc's settings).
 
-    Returns the number of verified pairs in the database afterwards.
+    Runs on the pairs that hold raw matches in the database (``pairs``, imported by
+    :func:`import_matches`, are among them), through pycolmap's API rather than a
+    space-separated pairs file, so that image names may hold spaces and newlines. Pairs
+    verified before are left alone. Returns the number of verified pairs afterwards.
     """
     pycolmap = _pycolmap()
     options = pycolmap.TwoViewGeometryOptions()
     options.ransac.max_error = max_error
     options.ransac.max_num_trials = max_num_trials
     options.ransac.min_inlier_ratio = min_inlier_ratio
-    with tempfile.TemporaryDirectory() as tmp:
-        pairs_file = Path(tmp) / "pairs.txt"
-        pairs_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
-        pycolmap.verify_matches(database, pairs_file, options=options)
+    pycolmap.geometric_verification(
+        database,
+        pairing_options=pycolmap.ExistingMatchedPairingOptions(),
+        two_view_geometry_options=options,
+    )
     db = _open_database(database)
     try:
         return int(db.num_verified_image_pairs())

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from . import __version__
 from .errors import UserError
 from .images import (
     AUTO_MAX_DIM,
@@ -30,6 +29,20 @@ from .images import (
     read_image,
     scale_keypoints,
     walk_images,
+)
+from .outputs import prepare_output_file as _prepare_output
+from .settings import (
+    FEATURES_ID,
+    IMAGE_SHA256,
+    db_has_images,
+    differences,
+    extraction_settings,
+    file_sha256,
+    new_id,
+    plain,
+    read_attrs,
+    read_db_settings,
+    write_db_settings,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +63,8 @@ def _read_image_list(image_list: Path, root: Path) -> list[Path]:
         lines = image_list.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read image list {image_list}: {exc}") from None
-    paths = [root / line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    # A comment is a line whose first non-blank character is '#' (indented ones too).
+    paths = [root / line.strip() for line in lines if line.strip() and line.strip()[0] != "#"]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
@@ -123,23 +137,6 @@ class _Sink(Protocol):
     def close(self) -> None: ...
 
 
-def _prepare_output(output: Path, magic_check: Callable[[Path], bool], kind: str) -> None:
-    """Fail early, with one line, when ``output`` cannot be written as ``kind``."""
-    if output.is_dir():
-        raise UserError(f"output {output} is a folder; give a file name")
-    if output.exists() and not magic_check(output):
-        raise UserError(f"output {output} exists and is not {kind}; refusing to touch it")
-    parent = output.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"cannot create output folder {parent}: a file is in the way") from None
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {parent}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"output folder {parent} is not writable")
-
-
 def _is_sqlite(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(16)
@@ -147,40 +144,60 @@ def _is_sqlite(path: Path) -> bool:
 
 
 class _H5Sink:
-    """hloc features file, opened in append mode and flushed after every image."""
+    """hloc features file, opened in append mode and flushed after every image.
 
-    def __init__(self, output: Path, settings: dict[str, Any], descriptor_dtype: Any) -> None:
+    The file's settings and identity (:mod:`aslfeat_cli.settings`) are checked against this
+    run's before anything is written: a resume with other settings is refused, and with
+    ``overwrite`` the file is started anew (a new ``features_id``).
+    """
+
+    def __init__(
+        self, output: Path, settings: dict[str, Any], descriptor_dtype: Any, overwrite: bool
+    ) -> None:
         import h5py
 
         from . import h5io
 
         self._h5io = h5io
         _prepare_output(output, h5py.is_hdf5, "an HDF5 file")
-        try:
-            self.fh = h5py.File(output, "a")
-        except OSError as exc:
-            raise UserError(f"cannot open {output} for writing: {exc}") from None
+        self.fh = self._open(output)
         self.descriptor_dtype = np.dtype(descriptor_dtype)
-        self._check_settings(settings)
+        changed = differences(read_attrs(self.fh.attrs), settings) if self.done() else []
+        if changed and not overwrite:
+            self.fh.close()
+            raise UserError(
+                f"{output} holds features made with other settings: {', '.join(changed)}; "
+                "use --overwrite to start it anew, or another output"
+            )
+        if changed:
+            logger.warning("--overwrite: starting %s anew (%s)", output, ", ".join(changed))
+            self.fh.close()
+            output.unlink()
+            self.fh = self._open(output)
         for key, value in settings.items():
             self.fh.attrs[key] = value
+        if FEATURES_ID not in self.fh.attrs:
+            self.fh.attrs[FEATURES_ID] = new_id()
         self.fh.flush()
 
-    def _check_settings(self, settings: dict[str, Any]) -> None:
-        # Mixing features made with other settings in one file is legal but rarely meant.
-        old = {k: self.fh.attrs[k] for k in settings if k in self.fh.attrs}
-        changed = [
-            f"{k}={_attr_str(old[k])} (now {_attr_str(settings[k])})"
-            for k in old
-            if k != "aslfeat_version" and _attr_str(old[k]) != _attr_str(settings[k])
-        ]
-        if changed and self.done():
-            logger.warning(
-                "%s holds features made with %s; images already in it are kept as they are "
-                "(use --overwrite to redo them)",
-                self.fh.filename,
-                ", ".join(changed),
-            )
+    @staticmethod
+    def _open(output: Path) -> Any:
+        import h5py
+
+        try:
+            return h5py.File(output, "a")
+        except OSError as exc:
+            raise UserError(f"cannot open {output} for writing: {exc}") from None
+
+    def renew_id(self) -> None:
+        """A new identity: entries are being replaced, old matches no longer index into them."""
+        self.fh.attrs[FEATURES_ID] = new_id()
+        self.fh.flush()
+
+    def image_sha256(self, name: str) -> str | None:
+        """The recorded SHA-256 of the image file behind ``name`` (None when not recorded)."""
+        value = self.fh[name].attrs.get(IMAGE_SHA256)
+        return None if value is None else str(plain(value))
 
     def done(self) -> set[str]:
         # A group counts only when complete: write_features writes image_size last, so a run
@@ -206,27 +223,30 @@ class _H5Sink:
             features["image_size"],
             descriptor_dtype=self.descriptor_dtype,
         )
+        if features.get(IMAGE_SHA256):
+            self.fh[name].attrs[IMAGE_SHA256] = features[IMAGE_SHA256]
         self.fh.flush()
 
     def close(self) -> None:
         self.fh.close()
 
 
-def _attr_str(value: Any) -> str:
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, np.generic):
-        value = value.item()
-    return str(value)
-
-
 class _ColmapSink:
     """COLMAP database through :class:`aslfeat_cli.colmap_db.ColmapFeatureWriter`."""
 
-    def __init__(self, output: Path, single_camera: bool, overwrite: bool) -> None:
+    def __init__(
+        self, output: Path, single_camera: bool, overwrite: bool, settings: dict[str, Any]
+    ) -> None:
         from .colmap_db import ColmapFeatureWriter
 
         _prepare_output(output, _is_sqlite, "an SQLite (COLMAP) database")
+        recorded = read_db_settings(output)
+        changed = differences(recorded, settings) if db_has_images(output) else []
+        if changed and not overwrite:
+            raise UserError(
+                f"{output} holds features made with other settings: {', '.join(changed)}; "
+                "use --overwrite to start it anew, or another output"
+            )
         if overwrite and output.exists():
             # COLMAP images cannot be replaced in place: --overwrite starts a new database.
             logger.warning("--overwrite: replacing the COLMAP database %s", output)
@@ -238,6 +258,8 @@ class _ColmapSink:
             raise
         except Exception as exc:  # pycolmap raises plain RuntimeError for unusable files
             raise UserError(f"cannot open COLMAP database {output}: {exc}") from None
+        keep_id = recorded.get(FEATURES_ID) if output.exists() and not overwrite else None
+        write_db_settings(output, {**settings, FEATURES_ID: keep_id or new_id()})
 
     def done(self) -> set[str]:
         return set(self.writer.names())
@@ -291,6 +313,7 @@ class ExtractionSummary:
 class _Loaded:
     image: np.ndarray  # what the network sees (possibly downscaled)
     original_size: tuple[int, int]  # (W, H) of the file
+    sha256: str | None = None  # of the file's bytes: a resume can tell a changed image
 
 
 def _load(path: Path, max_dim: int | None) -> _Loaded:
@@ -309,7 +332,7 @@ def _load(path: Path, max_dim: int | None) -> _Loaded:
         )
     # float32 here, on the worker, so the main thread's to_gray() has nothing left to convert.
     image = downscale_to_fit(image, limit).astype(np.float32, copy=False)
-    return _Loaded(image, (width, height))
+    return _Loaded(image, (width, height), _sha256_or_none(path))
 
 
 def _prefetch(
@@ -339,23 +362,6 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def extractor_settings(extractor: Extractor) -> dict[str, Any]:
-    """File-level attributes describing how features were made (HDF5 attrs cannot be None)."""
-    config = extractor.config
-    return {
-        "aslfeat_version": __version__,
-        "model": extractor.session.path.name,
-        "variant": extractor.model_metadata.get("variant", "unknown"),
-        "num_keypoints": config.num_keypoints,
-        "score_threshold": config.score_threshold,
-        "edge_threshold": config.edge_threshold,
-        "nms_size": config.nms_size,
-        "multi_scale": bool(extractor.multi_scale),
-        "max_dim": extractor.max_dim or 0,
-        "precision": extractor.session.precision,
-    }
-
-
 def run_extraction(
     images: list[tuple[Path, str]],
     output: Path,
@@ -383,17 +389,23 @@ def run_extraction(
     output = Path(output)
     descriptor_dtype = np.dtype(descriptor_dtype)
     if fmt == "h5":
-        settings = extractor_settings(extractor)
-        settings["descriptor_dtype"] = descriptor_dtype.name
-        sink: _Sink = _H5Sink(output, settings, descriptor_dtype)
+        settings = extraction_settings(extractor, descriptor_dtype)
+        sink: _Sink = _H5Sink(output, settings, descriptor_dtype, overwrite)
     else:
-        sink = _ColmapSink(output, single_camera, overwrite)
+        settings = extraction_settings(extractor, np.float32)  # COLMAP stores float32
+        sink = _ColmapSink(output, single_camera, overwrite, settings)
 
     summary = ExtractionSummary()
     start = time.perf_counter()
     total_keypoints = 0
     try:
-        done = set() if overwrite else sink.done()
+        done = sink.done()
+        if isinstance(sink, _H5Sink):
+            _check_unchanged(sink, images, done, output, overwrite)
+        if overwrite:
+            if isinstance(sink, _H5Sink) and done & {name for _, name in images}:
+                sink.renew_id()
+            done = set()
         todo = [(path, name) for path, name in images if name not in done]
         summary.n_skipped = len(images) - len(todo)
         if summary.n_skipped:
@@ -438,6 +450,31 @@ def run_extraction(
     return summary
 
 
+def _check_unchanged(
+    sink: _H5Sink, images: list[tuple[Path, str]], done: set[str], output: Path, overwrite: bool
+) -> None:
+    """Refuse to resume over features of an image whose file has changed since (a folder of
+    other photos with the same names, an edited photo), unless ``overwrite`` redoes them."""
+    if overwrite:
+        return
+    for path, name in images:
+        if name not in done:
+            continue
+        recorded = sink.image_sha256(name)
+        if recorded is not None and recorded != _sha256_or_none(path):
+            raise UserError(
+                f"{output} holds features of {name!r} made from another file (the image "
+                f"{path} has changed since); use --overwrite or another output"
+            )
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
 def _extract_one(extractor: Extractor, loaded: _Loaded) -> dict[str, Any]:
     """Run the network; keypoints and image_size refer to the original image."""
     result = extractor.extract(loaded.image)
@@ -450,13 +487,15 @@ def _extract_one(extractor: Extractor, loaded: _Loaded) -> dict[str, Any]:
         "scores": np.asarray(result.scores, dtype=np.float32),
         "descriptors": np.asarray(result.descriptors, dtype=np.float32),
         "image_size": loaded.original_size,
+        IMAGE_SHA256: loaded.sha256,
     }
 
 
 def _fail(summary: ExtractionSummary, name: str, message: str) -> None:
     summary.n_failed += 1
     summary.failures.append((name, message))
-    logger.error("%s: %s", name, message)
+    # Listed once, in the summary at the end (a log line here printed every failure twice).
+    logger.debug("%s: %s", name, message)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -50,8 +50,16 @@ def _opened(path_or_fh: PathOrFile, mode: str = "r") -> Iterator[h5py.Group]:
         raise UserError(f"{path}: cannot open as HDF5 ({exc})") from exc
     try:
         yield fh
+    except (OSError, RuntimeError) as exc:
+        # h5py's errors for damaged bytes (bad object header, symbol table, B-tree ...)
+        raise UserError(f"{path}: damaged HDF5 file ({_first_line(exc)})") from exc
     finally:
         fh.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 def _file_label(fh: h5py.Group) -> str:
@@ -121,6 +129,10 @@ def read_features(path_or_fh: PathOrFile, name: str) -> dict[str, np.ndarray]:
             image_size = np.asarray(grp["image_size"]).astype(np.int64).reshape(-1)
         except KeyError as exc:
             raise UserError(f"{label}: image {name!r} lacks dataset {exc}") from exc
+        except (OSError, RuntimeError) as exc:
+            raise UserError(
+                f"{label}: cannot read the features of {name!r}: damaged file ({_first_line(exc)})"
+            ) from exc
     n = len(keypoints)
     if keypoints.ndim != 2 or keypoints.shape[1] != 2:
         raise UserError(f"{label}: {name!r} keypoints have shape {keypoints.shape}, not N x 2")
@@ -132,6 +144,9 @@ def read_features(path_or_fh: PathOrFile, name: str) -> dict[str, np.ndarray]:
             f"{label}: {name!r} has {n} keypoints but descriptors {desc.shape} "
             f"and scores {scores.shape}"
         )
+    if not (np.isfinite(desc).all() and np.isfinite(keypoints).all()):
+        # Random bytes read as floats hold NaN/inf; matching them warns and gives garbage.
+        raise UserError(f"{label}: {name!r} holds non-finite keypoints or descriptors (damaged?)")
     return {
         "keypoints": keypoints,
         "scores": scores,

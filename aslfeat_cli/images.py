@@ -70,7 +70,11 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageError("empty file (0 bytes)")
     if data[:3] == b"\xff\xd8\xff":
         _check_jpeg_complete(data)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
+    except cv2.error:
+        # OpenCV asserts on headers declaring more than its 2^30 pixels, before decoding.
+        raise ImageError("image too large to decode (more than 2^30 pixels declared)") from None
     if image is None:
         raise ImageError("not a readable image (corrupt, truncated or unsupported format)")
     if image.ndim == 3:  # some decoders ignore IMREAD_GRAYSCALE for unusual layouts

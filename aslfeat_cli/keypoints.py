@@ -47,6 +47,9 @@ class DetectionConfig:
             raise ValueError("nms_size must be 0, 1 or an odd number")
         if self.edge_threshold < 0 or self.border < 0:
             raise ValueError("edge_threshold and border must be >= 0")
+        if not (np.isfinite(self.score_threshold) and np.isfinite(self.edge_threshold)):
+            # nan compares False with everything: it would silently keep no keypoint at all
+            raise ValueError("score_threshold and edge_threshold must be finite")
 
 
 def _hessian(s: np.ndarray, i: np.ndarray, j: np.ndarray, d: int) -> tuple[np.ndarray, ...]:

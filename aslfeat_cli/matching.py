@@ -21,7 +21,16 @@ import numpy as np
 
 from . import h5io
 from .errors import UserError
+from .outputs import prepare_output_file
 from .pairs import Pair, clean_pairs
+from .settings import (
+    FEATURES_ID,
+    check_compatible,
+    check_same_features,
+    matching_settings,
+    plain,
+    read_attrs,
+)
 from .verification import VerifyOptions, verify_pair
 
 logger = logging.getLogger(__name__)
@@ -114,11 +123,27 @@ def mutual_nn_match(
     return matches0, scores0
 
 
+def _checked(descriptors: np.ndarray, name: str, cache: FeatureCache) -> np.ndarray:
+    """UserError for descriptors no extractor makes: norms that overflow (float64 here, so a
+    huge value is caught rather than warned about) or, in our files, norms other than 1."""
+    norms = np.linalg.norm(descriptors.astype(np.float64), axis=1)
+    label = cache.fh.filename
+    if not np.isfinite(norms).all() or (len(norms) and norms.max() > 1e15):
+        raise UserError(
+            f"{label}: descriptors of {name!r} hold values no extractor makes (damaged?)"
+        )
+    if cache.unit and np.any((norms > 0) & (np.abs(norms - 1) > 0.01)):
+        raise UserError(f"{label}: descriptors of {name!r} are not unit length (damaged?)")
+    return descriptors
+
+
 class FeatureCache:
     """Least-recently-used cache of (keypoints, normalised descriptors) per image."""
 
     def __init__(self, fh: h5py.File, capacity: int = 128) -> None:
         self.fh = fh
+        # Files we wrote hold unit descriptors; other tools' (SIFT...) need not.
+        self.unit = "model_sha256" in fh.attrs
         self.capacity = max(2, capacity)
         self._items: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.loads = 0
@@ -129,7 +154,7 @@ class FeatureCache:
             self._items.move_to_end(name)
             return self._items[name]
         feats = h5io.read_features(self.fh, name)
-        item = (feats["keypoints"], normalize(feats["descriptors"]))
+        item = (feats["keypoints"], normalize(_checked(feats["descriptors"], name, self)))
         self.loads += 1
         self._items[name] = item
         if len(self._items) > self.capacity:
@@ -195,6 +220,63 @@ def _check_descriptor_sizes(fh: h5py.File, names: set[str], label: Path) -> None
             )
 
 
+def check_pair_keys(pairs: Sequence[Pair]) -> None:
+    """UserError naming both images when hloc's pair keys (``/`` in names becomes ``-``)
+    would store two pairs in one group, or make a pair's direction ambiguous; hloc's
+    ``find_pair`` tries ``names_to_pair(a, b)`` then ``(b, a)``, so both keys count."""
+    owner: dict[str, Pair] = {}
+    for a, b in pairs:
+        if h5io.names_to_pair(a, b) == h5io.names_to_pair(b, a):
+            raise UserError(_clash_message(a, b))
+        for key in (h5io.names_to_pair(a, b), h5io.names_to_pair(b, a)):
+            other = owner.setdefault(key, (a, b))
+            if set(other) != {a, b}:
+                first, second = sorted(set(other) ^ {a, b})
+                raise UserError(_clash_message(first, second))
+
+
+def _clash_message(a: str, b: str) -> str:
+    return (
+        f"image names {a!r} and {b!r} are the same once '/' becomes '-' (hloc's pair keys), "
+        "so their matches would overwrite each other; rename one of them"
+    )
+
+
+def _stored_names(mfh: h5py.File, a: str, b: str) -> None:
+    """UserError when the group found for (a, b) was written for other images."""
+    key = h5io.names_to_pair(a, b)
+    key = key if key in mfh else h5io.names_to_pair(b, a)
+    attrs = mfh[key].attrs
+    if "name0" in attrs and "name1" in attrs:
+        stored = (str(plain(attrs["name0"])), str(plain(attrs["name1"])))
+        if set(stored) != {a, b}:
+            other = sorted(set(stored) - {a, b})[0]
+            mine = sorted({a, b} - set(stored))[0]
+            raise UserError(
+                f"{mfh.filename}: group {key!r} holds the pair {stored}, not ({a!r}, {b!r}): "
+                f"{_clash_message(other, mine)}"
+            )
+
+
+def _record_settings(
+    mfh: h5py.File, ffh: h5py.File, settings: dict, output: Path, features: Path
+) -> None:
+    """Check a resumed matches file against this run's settings and features file, then
+    record both (see :mod:`aslfeat_cli.settings`)."""
+    recorded = read_attrs(mfh.attrs)
+    if len(mfh):  # holds pairs: they must come from these features with these settings
+        check_same_features(recorded, ffh.attrs, output, features)
+        check_compatible(recorded, settings, str(output), "use --overwrite or another output")
+        if not any(key in recorded for key in settings if key != "aslfeat_version"):
+            return  # pairs of unknown settings (hloc, older versions): do not vouch for them
+    for key, value in settings.items():
+        mfh.attrs[key] = value
+    features_id = plain(ffh.attrs.get(FEATURES_ID, ""))
+    if features_id:
+        mfh.attrs[FEATURES_ID] = features_id
+    mfh.flush()
+
+
 def match_pairs(
     features: Path,
     pairs: Sequence[Pair],
@@ -221,22 +303,26 @@ def match_pairs(
     if not names:
         raise UserError(f"{features}: holds no features (run aslfeat extract first)")
     pairs = clean_pairs(pairs, names)
+    check_pair_keys(pairs)
     summary = MatchSummary(n_pairs=len(pairs))
     if not pairs:
         logger.warning("no pairs to match")
         return summary
     if output.exists() and not h5py.is_hdf5(output):
         raise UserError(f"{output}: exists and is not an HDF5 file")
+    prepare_output_file(output)
     start = time.perf_counter()
     with h5py.File(features, "r") as ffh:
         _check_descriptor_sizes(ffh, {n for p in pairs for n in p}, features)
         if overwrite and output.exists():
             output.unlink()
-        output.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(output, "a") as mfh:
+            _record_settings(mfh, ffh, matching_settings(options, verify), output, features)
             todo = []
             for a, b in pairs:
                 done = h5io.has_pair(mfh, a, b)
+                if done:
+                    _stored_names(mfh, a, b)
                 if done and verify is not None:
                     key = h5io.names_to_pair(a, b)
                     key = key if key in mfh else h5io.names_to_pair(b, a)

@@ -1,7 +1,9 @@
 """Image pairs to match: generation (exhaustive, sequential) and hloc-style pairs files.
 
 A pairs file holds one ``name0 name1`` per line (hloc's format); blank lines and lines
-starting with ``#`` are ignored. Names therefore cannot contain spaces.
+starting with ``#`` are ignored. Names in a pairs file therefore cannot contain spaces;
+the commands themselves pass pairs around as Python tuples (and to pycolmap through its API),
+so such names work everywhere else.
 """
 
 from __future__ import annotations
@@ -55,13 +57,23 @@ def sequential(names: Sequence[str], overlap: int, loop_stride: int = 0) -> list
     return pairs
 
 
+def _read_lines(path: Path, kind: str) -> list[str]:
+    """The lines of a UTF-8 text file; UserError for unreadable or binary files."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text {kind} (binary or not UTF-8)") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {kind} ({exc.strerror or exc})") from None
+
+
 def read_pairs(path: Path) -> list[Pair]:
     """Parse a pairs file; UserError with the line number for a malformed line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such pairs file")
     pairs = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_read_lines(path, "pairs file"), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -78,22 +90,32 @@ def read_image_list(path: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"{path}: no such image list")
     names = []
-    for line in path.read_text().splitlines():
+    for line in _read_lines(path, "image list"):
         line = line.strip()
         if line and not line.startswith("#"):
             names.append(line.split()[0])
     return names
 
 
+def fits_pairs_file(name: str) -> bool:
+    """Whether a name can go in a (space-separated, line-based) pairs file."""
+    return bool(name) and len(name.split()) == 1 and name == name.strip()
+
+
 def write_pairs(path: Path, pairs: Iterable[Pair]) -> int:
     """Write a pairs file; returns the number of pairs written."""
+    from .outputs import prepare_output_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output_file(path)
     lines = [f"{a} {b}\n" for a, b in pairs]
     bad = [line for line in lines if len(line.split()) != 2]
     if bad:
         raise UserError(f"image names with spaces cannot go in a pairs file: {bad[0].strip()!r}")
-    path.write_text("".join(lines))
+    try:
+        path.write_text("".join(lines), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     return len(lines)
 
 

@@ -21,7 +21,8 @@ from typing import Any
 from . import colmap_db, h5io
 from .errors import UserError
 from .matching import MatchOptions, match_pairs
-from .pairs import Pair, exhaustive, natural_key, sequential, write_pairs
+from .outputs import prepare_output_dir
+from .pairs import Pair, exhaustive, fits_pairs_file, natural_key, sequential, write_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def reconstruct_from_features(
     match_options = match_options or MatchOptions()
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out_dir)
     names = [name for _, name in images]
     available = set(h5io.list_names(features))
     missing = [n for n in names if n not in available]
@@ -182,7 +183,10 @@ def reconstruct_from_features(
     database = out_dir / "database.db"
     _check_database(database, set(names), overwrite)
 
-    write_pairs(out_dir / "pairs.txt", pairs)
+    if all(fits_pairs_file(name) for pair in pairs for name in pair):
+        write_pairs(out_dir / "pairs.txt", pairs)
+    else:  # the pairs still go to pycolmap through its API; only this record is left out
+        logger.warning("image names hold spaces: %s is not written", out_dir / "pairs.txt")
     matches = out_dir / "matches.h5"
     summary = match_pairs(
         features, pairs, matches, match_options, overwrite=overwrite, progress=progress
@@ -214,12 +218,23 @@ def reconstruct_from_features(
     )
     if models:
         best = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+        # COLMAP's text format ends a name at the first space or line break (measured: a
+        # model written with 'my photo.jpg' reads back as 'my'): such names get binary only.
+        text = all(fits_pairs_file(name) for name in names)
         for sub in ("sparse", "sparse_text"):
             if (out_dir / sub).exists():
                 shutil.rmtree(out_dir / sub)
-            (out_dir / sub).mkdir()
+        (out_dir / "sparse").mkdir()
         best.write_binary(str(out_dir / "sparse"))
-        best.write_text(str(out_dir / "sparse_text"))
+        if text:
+            (out_dir / "sparse_text").mkdir()
+            best.write_text(str(out_dir / "sparse_text"))
+        else:
+            logger.warning(
+                "image names hold spaces or line breaks, which COLMAP's text format cannot "
+                "store: only the binary model (%s) is written",
+                out_dir / "sparse",
+            )
         stats.registered = best.num_reg_images()
         stats.points = best.num_points3D()
         stats.mean_track_length = float(best.compute_mean_track_length())
@@ -249,7 +264,7 @@ def run_reconstruction(
     from .extraction import run_extraction
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out_dir)
     features = out_dir / "features.h5"
     result = run_extraction(
         list(images), features, extractor, fmt="h5", overwrite=overwrite, progress=progress

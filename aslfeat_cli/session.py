@@ -131,6 +131,30 @@ def _float16_bytes(path: Path) -> bytes:
         raise UserError(f"{path}: {e}") from e
 
 
+def check_output_shapes(session: ModelSession) -> None:
+    """Run the model once on a small blank image and check the output contract (README,
+    "ONNX model contract"), so that a wrong export fails once at load with one line instead
+    of once per image. Costs one inference at the minimum size (milliseconds)."""
+    try:
+        dim, stride = int(session.metadata["descriptor_dim"]), session.stride
+        height, width = 2 * session.min_size, 3 * session.min_size  # unequal: catches a swap
+    except ValueError as exc:
+        raise UserError(f"{session.path}: bad aslfeat metadata ({exc})") from None
+    try:
+        score_map, descriptor_map = session.run(np.zeros((height, width), np.float32))
+    except Exception as exc:  # onnxruntime's own error types
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{session.path}: the model fails on a test image ({first})") from None
+    want_desc = (-(-height // stride), -(-width // stride), dim)
+    got = (tuple(np.shape(score_map)), tuple(np.shape(descriptor_map)))
+    if got != ((height, width), want_desc):
+        raise UserError(
+            f"{session.path}: outputs do not follow the aslfeat contract: for a {width}x{height} "
+            f"image score_map is {got[0]} (want {(height, width)}) and descriptor_map "
+            f"{got[1]} (want {want_desc})"
+        )
+
+
 def open_session(
     model: str | Path | None = None,
     device: str = "auto",
@@ -170,6 +194,7 @@ def open_session(
         raise UserError(f"{path}: an ONNX model, but not an aslfeat export (metadata or outputs)")
     result = ModelSession(path, session, meta, "float16" if fp16 else "float32")
     result.io_binding = result.device == "cuda" if io_binding is None else io_binding
+    check_output_shapes(result)
     if device == "auto" or device == "cuda":
         logger.info("aslfeat runs on %s (%s)", result.device, ", ".join(session.get_providers()))
     if fp16 and result.device == "cpu":

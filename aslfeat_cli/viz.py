@@ -144,6 +144,8 @@ def draw_matches(
         flags = inliers[shown]
         colours = [GREEN if f else RED for f in flags]
         order = np.argsort(flags, kind="stable")  # outliers first, inliers on top
+    elif not len(shown):  # applyColorMap returns None for an empty input
+        colours, order = [], np.arange(0)
     else:
         hue = np.uint8(np.clip(p0[:, 0] / max(left.shape[1], 1) * 255, 0, 255)).reshape(-1, 1)
         colours = [tuple(int(c) for c in v[0]) for v in cv2.applyColorMap(hue, cv2.COLORMAP_JET)]

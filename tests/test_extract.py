@@ -172,9 +172,7 @@ def test_extract_folder_to_hloc_h5(image_dir: Path, tmp_path: Path) -> None:
 
 
 @needs_model
-def test_resume_skips_done_and_overwrite_redoes(
-    image_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_resume_skips_done_and_overwrite_redoes(image_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "feats.h5"
     first = sorted(image_dir.iterdir())[0]
     assert _run("extract", first, "-o", out, "--num-keypoints", 100).exit_code == 0
@@ -185,10 +183,9 @@ def test_resume_skips_done_and_overwrite_redoes(
     assert "3 image(s) extracted, 1 already done" in result.stderr
     assert _names(out) == sorted(_samples())
     np.testing.assert_array_equal(_features(out, first.name)["keypoints"], before)
-    # Settings changed without --overwrite: kept, with a warning saying so.
+    # Settings changed without --overwrite: refused (test_settings.py has the details).
     result = _run("extract", image_dir, "-o", out, "--num-keypoints", 50)
-    assert "0 image(s) extracted, 4 already done" in result.stderr
-    assert "num_keypoints=100 (now 50)" in caplog.text  # logging goes to pytest's handler
+    assert result.exit_code == 1 and "num_keypoints=100 (now 50)" in result.stderr
     result = _run("extract", image_dir, "-o", out, "--num-keypoints", 50, "--overwrite")
     assert result.exit_code == 0 and "4 image(s) extracted" in result.stderr
     assert len(_features(out, first.name)["keypoints"]) <= 50

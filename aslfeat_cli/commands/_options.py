@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from ..session import DEVICES
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that refuses nan and ±inf (``FloatRange`` alone lets them through:
+    ``nan < 0`` is False, and an infinite threshold silently disables a test)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
 
 model_option = click.option(
     "--model",

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ._options import FiniteFloat
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ Examples:
 @click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
 @click.option(
     "--min-score",
-    type=float,
+    type=FiniteFloat(),
     default=None,
     help="Import only matches with a matching score at least this.",
 )
@@ -85,6 +86,7 @@ def command(
     from .. import colmap_db, h5io
     from ..pairs import clean_pairs, make_pairs
     from ..reconstruct import configure_colmap_logging
+    from ..settings import check_same_features
 
     quiet = quiet_flag(ctx)
     configure_colmap_logging(logging.getLogger("aslfeat_cli").getEffectiveLevel() <= logging.DEBUG)
@@ -101,8 +103,10 @@ def command(
         pairs = make_pairs(names, pairs_file, exhaustive, sequential, loop_stride)
     pairs = clean_pairs(pairs, names)
     used = sorted({n for pair in pairs for n in pair})
-    # Every pair must be in the matches file before the database is touched.
-    with h5py.File(matches, "r") as fh:
+    # Every pair must be in the matches file, made from these features, before the database
+    # is touched.
+    with h5py.File(matches, "r") as fh, h5py.File(features, "r") as ffh:
+        check_same_features(fh.attrs, ffh.attrs, matches, features)
         absent = [p for p in pairs if not h5io.has_pair(fh, *p)]
     if absent:
         raise UserError(

@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import device_option, image_list_option, image_root_option, model_option
+from ._options import (
+    FiniteFloat,
+    device_option,
+    image_list_option,
+    image_root_option,
+    model_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +82,16 @@ Examples:
     show_default=True,
     help="Keep the N best keypoints; 0 or 'none' keeps all above --score-threshold.",
 )
-@click.option("--score-threshold", type=float, default=0.5, show_default=True)
+@click.option(
+    "--score-threshold",
+    type=FiniteFloat(),
+    default=0.5,
+    show_default=True,
+    help="Keep peaks whose score is at least this (the paper's 0.5).",
+)
 @click.option(
     "--edge-threshold",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=10.0,
     show_default=True,
     help="Reject edge-like peaks (Hessian ratio, as in the paper); 0 = off.",

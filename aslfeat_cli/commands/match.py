@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ._options import FiniteFloat
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ Examples:
 )
 @click.option(
     "--verify-threshold",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=1.0,
     show_default=True,
     help="RANSAC threshold in pixels for --verify.",

@@ -50,6 +50,7 @@ def pair_mode_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def names_from_source(source: Path) -> list[str]:
     """Image names from a features file (.h5), an image list (text) or an image folder."""
     from .. import h5io
+    from ..images import is_image_path
     from ..pairs import read_image_list
 
     if source.is_dir():
@@ -63,7 +64,11 @@ def names_from_source(source: Path) -> list[str]:
         if not names:
             raise UserError(f"{source}: holds no features")
         return names
-    return read_image_list(source)
+    if is_image_path(source):
+        raise UserError(
+            f"{source} is an image: give a folder of images, a features file or an image list"
+        )
+    return list(dict.fromkeys(read_image_list(source)))  # a name listed twice counts once
 
 
 def quiet_flag(ctx: click.Context) -> bool:
@@ -120,10 +125,12 @@ def command(
     SOURCE is a features file (.h5), a text file listing image names (one per line) or a
     folder of images.
     """
-    from ..pairs import make_pairs, write_pairs
+    from ..outputs import prepare_output_file
+    from ..pairs import clean_pairs, make_pairs, write_pairs
 
+    prepare_output_file(output)
     names = names_from_source(source)
-    pairs = make_pairs(names, None, exhaustive, sequential, loop_stride)
+    pairs = clean_pairs(make_pairs(names, None, exhaustive, sequential, loop_stride))
     n = write_pairs(output, pairs)
     if not quiet_flag(ctx):
         click.echo(f"{n} pairs of {len(names)} images written to {output}", err=True)

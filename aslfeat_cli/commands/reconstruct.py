@@ -103,10 +103,13 @@ def command(
     Extracts ASLFeat features, matches exhaustive pairs (or --sequential / --pairs),
     imports everything into OUTPUT/database.db, verifies the matches and runs pycolmap's
     incremental mapper. The largest model is written to OUTPUT/sparse (binary) and
-    OUTPUT/sparse_text (text); its statistics are printed to stdout.
+    OUTPUT/sparse_text (text; not written for names with spaces or line breaks, which
+    COLMAP's text format cannot hold); its statistics are printed to stdout. Exits with
+    status 1 when the mapper builds no model.
     """
     from ..extraction import find_images
     from ..matching import MatchOptions
+    from ..outputs import prepare_output_dir
     from ..pairs import make_pairs
     from ..reconstruct import (
         configure_colmap_logging,
@@ -118,6 +121,7 @@ def command(
     verbose = logging.getLogger("aslfeat_cli").getEffectiveLevel() <= logging.DEBUG
     if not inputs and image_list is None:
         raise click.UsageError("give image files or folders, or --image-list")
+    prepare_output_dir(output)  # before any work
     images = find_images(list(inputs), image_list, image_root)
     names = [name for _, name in images]
     if len(images) < 2:
@@ -146,3 +150,8 @@ def command(
         )
         stats = run_reconstruction(images, output, extractor, **common)
     click.echo(stats.table())
+    if stats.model_path is None:
+        raise UserError(
+            f"the mapper built no model from {len(images)} image(s) "
+            f"({stats.verified_pairs} verified pair(s)): are the images of one scene?"
+        )

@@ -114,9 +114,11 @@ def command(
     from tqdm import tqdm
 
     from ..h5io import list_names, list_pairs, read_features, read_match_pairs
+    from ..outputs import prepare_output_dir
     from ..viz import draw_keypoints, draw_matches, save_png
 
     quiet = bool((ctx.obj or {}).get("quiet"))
+    prepare_output_dir(output)
     stored = list_names(features)
     if not stored:
         raise UserError(f"{features}: holds no features")
@@ -124,6 +126,14 @@ def command(
     missing = sorted(set(chosen) - set(stored))
     if missing:
         raise UserError(f"{features}: no features for {', '.join(missing[:5])}")
+
+    if matches_file is not None:  # before any picture is drawn
+        import h5py
+
+        from ..settings import check_same_features
+
+        with h5py.File(matches_file, "r") as mfh, h5py.File(features, "r") as ffh:
+            check_same_features(mfh.attrs, ffh.attrs, matches_file, features)
 
     cache: dict[str, tuple[np.ndarray, dict]] = {}
 
