@@ -168,13 +168,14 @@ def refine_softargmax(
     score_map: np.ndarray, peaks: np.ndarray, radius: int = 2, temperature: float = 0.1
 ) -> np.ndarray:
     """Soft-argmax in a (2r+1)^2 window: the peak plus the softmax-weighted mean offset of
-    ``softmax((s / s_max - 1) / temperature)``, the position the localization loss of
+    ``softmax((s - max) / ((max - min) temperature))``, the position the localization loss of
     :mod:`aslfeat_training.localization` trains (same defaults). Returns float (row, col)."""
     if len(peaks) == 0:
         return peaks.astype(np.float32)
     win = _windows(score_map, peaks, radius).reshape(len(peaks), -1).astype(np.float64)
-    top = np.maximum(win.max(axis=1, keepdims=True), 1e-6)
-    logits = (win / top - 1) / temperature
+    top = win.max(axis=1, keepdims=True)
+    span = np.maximum(top - win.min(axis=1, keepdims=True), 1e-6)
+    logits = (win - top) / (span * temperature)
     weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
     dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]

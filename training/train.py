@@ -94,6 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="R2D2 peakiness: 1 - (local max - local mean) (default 0: off)",
     )
     g.add_argument(
+        "--loc-levels",
+        default="conv1,conv3",
+        help="detector levels the localization terms train (the others enter the fused map "
+        "detached; conv6 is also the descriptor, default conv1,conv3)",
+    )
+    g.add_argument(
         "--window-radius",
         type=int,
         default=localization.WINDOW_RADIUS,
@@ -183,6 +189,16 @@ def train_step(
         update_instance_max(model, dense.levels)
         levels = [lv.float() for lv in model.level_scores(dense)]
     scores = fuse_scores(levels, (height, width))[:, 0]
+    loc_levels = set(args.loc_levels.split(",")) if args.loc_levels else set()
+    if loc_levels >= set(LEVELS):
+        loc_scores = scores
+    else:
+        # The same fused map, with gradients only into the chosen levels.
+        kept = [
+            lv if name in loc_levels else lv.detach()
+            for name, lv in zip(LEVELS, levels, strict=True)
+        ]
+        loc_scores = fuse_scores(kept, (height, width))[:, 0]
     desc = dense.descriptor_map.float()
     losses, accs, n_corr = [], [], []
     terms: dict[str, list[float]] = {"desc": []}
@@ -202,8 +218,8 @@ def train_step(
         )
         terms["desc"].append(float(loss.detach()))
         loc, loc_stats = localization_loss(
-            scores[k],
-            scores[n + k],
+            loc_scores[k],
+            loc_scores[n + k],
             torch.from_numpy(homographies[k]),
             reprojection_weight=args.reproj_weight,
             dispersity_weight=args.disp_weight,
