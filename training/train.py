@@ -72,14 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--reproj-weight",
         type=float,
-        default=1.0,
-        help="ALIKE reprojection distance of mutual nearest keypoints, pixels (default 1)",
+        default=0.1,
+        help="ALIKE reprojection distance of mutual nearest keypoints, pixels (default 0.1)",
     )
     g.add_argument(
         "--disp-weight",
         type=float,
-        default=0.5,
-        help="ALIKE dispersity (peaky) term of the soft-argmax windows (default 0.5)",
+        default=0.05,
+        help="ALIKE dispersity (peaky) term of the soft-argmax windows (default 0.05)",
     )
     g.add_argument(
         "--rep-weight",
