@@ -1,9 +1,10 @@
 """The extraction pipeline: images in, features out (hloc HDF5 or a COLMAP database).
 
 Worker threads read, decode and downscale images into a small bounded queue while the main
-thread runs the one onnxruntime session and writes results; OpenCV and onnxruntime release the
-GIL, so the session does not wait for the disk. Every image is written and flushed as soon as
-it is done, so an interrupted run keeps its work and the next run resumes after it.
+thread runs the one network (onnxruntime session or OpenVINO model) and writes results; OpenCV,
+onnxruntime and OpenVINO release the GIL, so the network does not wait for the disk. Every image
+is written and flushed as soon as it is done, so an interrupted run keeps its work and the next
+run resumes after it.
 """
 
 from __future__ import annotations
@@ -352,7 +353,8 @@ def extractor_settings(extractor: Extractor) -> dict[str, Any]:
         "nms_size": config.nms_size,
         "multi_scale": bool(extractor.multi_scale),
         "max_dim": extractor.max_dim or 0,
-        "precision": extractor.session.precision,
+        "backend": extractor.backend,
+        "precision": extractor.precision,
     }
 
 

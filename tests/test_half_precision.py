@@ -17,12 +17,12 @@ import skimage.data
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
+from aslfeat_cli.backends.onnxruntime import open_session
 from aslfeat_cli.cli import cli
 from aslfeat_cli.errors import UserError
 from aslfeat_cli.extractor import Extractor
 from aslfeat_cli.half_precision import to_float16
 from aslfeat_cli.keypoints import nearest_keypoints
-from aslfeat_cli.session import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "weights" / "aslfeat.onnx"
