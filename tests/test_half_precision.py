@@ -84,7 +84,7 @@ def test_graph_keeps_float32_io_and_detection(half_model: onnx.ModelProto) -> No
 
 
 def test_float16_matches_float32(astronaut: np.ndarray) -> None:
-    full = Extractor(MODEL, device="cpu").extract(astronaut)
+    full = Extractor(MODEL, device="cpu", backend="onnxruntime").extract(astronaut)
     half = Extractor(MODEL, device="cpu", fp16=True)
     assert half.session.precision == "float16"
     low = half.extract(astronaut)

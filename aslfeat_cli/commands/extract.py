@@ -247,5 +247,5 @@ def _make_extractor(**kwargs):  # noqa: ANN003, ANN202
 
 
 def _device_line(extractor) -> str:  # noqa: ANN001
-    """'openvino 2026.4.1 on cpu, bfloat16 (AMD EPYC ...)' or 'onnxruntime ... (providers)'."""
-    return extractor.session.describe()
+    """'CPU: openvino 2026.4.1 on cpu, bfloat16 (AMD EPYC ...)' or 'CUDA: onnxruntime ...'."""
+    return f"{extractor.device.upper()}: {extractor.session.describe()}"
