@@ -14,7 +14,10 @@ full model even crashes in ``read_model``), but it reads the same layer written 
 
 The final ``Transpose`` of the descriptor map (D, h, w) -> (h, w, D) runs a slow reference
 kernel in OpenVINO; the pass removes it, so the graph returns (D, h, w) and the backend hands
-keypoint selection a transposed numpy view (it only gathers N descriptors from it).
+keypoint selection a transposed numpy view (it only gathers N descriptors from it). The score
+head's overflow-safe softplus ``max(x, log(exp(min(x, 80)) + 1))`` (fastest in onnxruntime)
+becomes one ``Softplus`` node, which OpenVINO runs as its SoftPlus kernel. Each of the two
+measured a few per cent faster (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -112,11 +115,47 @@ def _drop_final_transpose(graph: Any) -> bool:
     return False
 
 
-def to_openvino(model: Any, *, drop_transpose: bool = True) -> Any:
+def _fuse_softplus(graph: Any) -> int:
+    """Replace the export's overflow-safe softplus ``max(x, log(exp(min(x, 80)) + 1))`` (the
+    form that was fastest in onnxruntime) by one ``Softplus`` node; returns how many."""
+    from onnx import helper
+
+    producer = {out: node for node in graph.node for out in node.output}
+    fused = 0
+    for node in list(graph.node):
+        if node.op_type != "Max" or len(node.input) != 2:
+            continue
+        x, other = node.input
+        log = producer.get(other)
+        add = producer.get(log.input[0]) if log is not None and log.op_type == "Log" else None
+        exp = producer.get(add.input[0]) if add is not None and add.op_type == "Add" else None
+        clip = producer.get(exp.input[0]) if exp is not None and exp.op_type == "Exp" else None
+        if clip is None or clip.op_type != "Clip" or clip.input[0] != x:
+            continue
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        graph.node.insert(
+            index, helper.make_node("Softplus", [x], [node.output[0]], name=node.name)
+        )
+        fused += 1
+    # Drop what only fed the replaced subgraphs (Clip, Exp, Add, Log), outputs first.
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if not any(out in used for out in n.output)]
+        if not dead:
+            return fused
+        for node in dead:
+            graph.node.remove(node)
+
+
+def to_openvino(model: Any, *, drop_transpose: bool = True, softplus: bool = True) -> Any:
     """An OpenVINO-ready copy of ``model`` (an ``onnx.ModelProto``; the original is unchanged).
 
     With ``drop_transpose`` the descriptor output is (D, h, w) and the metadata key
     ``descriptor_layout`` says ``chw``; otherwise the graph keeps the (h, w, D) contract.
+    ``softplus`` writes the score head's softplus as OpenVINO's own SoftPlus (one node instead
+    of five; float32 outputs unchanged).
     Raises ValueError when the graph has no ``DeformConv`` (not an ASLFeat DeformConv export).
     """
     import onnx
@@ -139,6 +178,8 @@ def to_openvino(model: Any, *, drop_transpose: bool = True) -> Any:
     if not any(op.domain == OPENVINO_DOMAIN for op in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(OPENVINO_DOMAIN, 1))
     layout = "chw" if drop_transpose and _drop_final_transpose(graph) else "hwc"
+    if softplus:
+        _fuse_softplus(graph)
     used = {name for node in graph.node for name in node.input}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]

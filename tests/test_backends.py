@@ -87,8 +87,9 @@ def test_graph_pass_writes_openvino_deformable_convolutions() -> None:
             assert node.domain == "org.openvinotoolkit"
             assert attrs["bilinear_interpolation_pad"] == 1 and attrs["deformable_groups"] == 1
             assert len(node.input) == 4  # data, offsets, filters, mask; the zero bias is gone
-    # The final Transpose is gone: the descriptor map is (128, h, w).
+    # The final Transpose is gone: the descriptor map is (128, h, w); softplus is one node.
     assert "Transpose" not in ops
+    assert ops.count("Softplus") == 6 and "Exp" not in ops and "Log" not in ops
     dims = [d.dim_value for d in ready.graph.output[1].type.tensor_type.shape.dim]
     assert dims[0] == 128
     assert {p.key: p.value for p in ready.metadata_props}[LAYOUT_KEY] == "chw"
