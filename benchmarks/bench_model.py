@@ -2,9 +2,10 @@
 
 Median milliseconds per image (network + keypoint selection, 5000 keypoints) and peak resident
 memory, at 640x480 and 1024x768 on a real photo, all measured in one run, with the ratio to
-OpenCV SIFT (5000 features) on the same image. Each configuration runs in its own process so
-that peak memory is its own; the runs of the configurations are interleaved (one process each,
-so rounds alternate between them only per size). For every ASLFeat configuration it also
+OpenCV SIFT (5000 features) on the same image. Times come from one process that holds every
+configuration and interleaves their runs (medians; on a shared machine only such side-by-side
+ratios mean something); peak memory from one process per configuration. For every ASLFeat
+configuration it also
 reports keypoint agreement with onnxruntime float32 (share within 0.5 px / 1 px, median
 descriptor cosine) and MMA@1/@3 on ../shared/data/pairs; for OpenVINO the start-up (read +
 graph pass + compile) with an empty and with a filled model cache, and a static-shape compile.
@@ -96,16 +97,12 @@ def _mma(extractor: object) -> dict:
     return {"mma1": mma[1], "mma3": mma[3]}
 
 
-def worker(args: argparse.Namespace) -> None:
-    """Time one backend at one size; print a JSON line (keypoints go to --save)."""
-    image = load_photo(tuple(args.size))
-    extra: dict = {}
+def _runner(args: argparse.Namespace, image: np.ndarray):  # noqa: ANN202 (tuple of callables)
+    """(run() -> number of keypoints, the Extractor or None, start-up times) of one config."""
     if args.backend == "sift":
         sift = cv2.SIFT_create(nfeatures=5000)
-
-        def run() -> int:
-            return len(sift.detectAndCompute(image, None)[0])
-    elif args.backend == "torch":
+        return lambda: len(sift.detectAndCompute(image, None)[0]), None, {}
+    if args.backend == "torch":
         import torch
 
         from aslfeat_cli.keypoints import DetectionConfig, select_keypoints
@@ -119,20 +116,23 @@ def worker(args: argparse.Namespace) -> None:
             with torch.no_grad():
                 s, d = model(x)
             return len(select_keypoints(s.numpy(), d.numpy(), DetectionConfig())[0])
-    else:
-        ex, extra = _open(args, Path(args.onnx or MODEL))
 
-        def run() -> int:
-            return len(ex.extract(image))
+        return run, None, {}
+    gridsample = args.backend == "ort-gridsample" and args.onnx
+    ex, extra = _open(args, Path(args.onnx) if gridsample else MODEL)
+    return lambda: len(ex.extract(image)), ex, extra
 
+
+def worker(args: argparse.Namespace) -> None:
+    """One configuration in its own process: peak memory, keypoints (to --save), start-up
+    times, selection time and (--quality) MMA; print a JSON line."""
+    image = load_photo(tuple(args.size))
+    run, ex, extra = _runner(args, image)
     run()  # warm-up
-    times, n = [], 0
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        n = run()
-        times.append(time.perf_counter() - t)
+    n = run()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the MMA runs
     select_ms = None
-    if args.backend not in ("torch", "sift"):
+    if ex is not None:
         from aslfeat_cli.keypoints import select_keypoints
 
         s, d = ex.session.run(image.astype(np.float32))
@@ -145,9 +145,25 @@ def worker(args: argparse.Namespace) -> None:
             np.savez(args.save, keypoints=features.keypoints, descriptors=features.descriptors)
         if args.quality:
             extra.update(_mma(ex))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"ms": 1000 * statistics.median(times), "peak_mb": peak_mb, "keypoints": n}
-    print(json.dumps({**result, "select_ms": select_ms, **extra}))
+    print(json.dumps({"peak_mb": peak_mb, "keypoints": n, "select_ms": select_ms, **extra}))
+
+
+def timing(args: argparse.Namespace, configs: list) -> None:
+    """All configurations in one process, their runs interleaved (load on a shared machine
+    changes by the second, so only side-by-side ratios mean something); print medians."""
+    image = load_photo(tuple(args.size))
+    runners = {}
+    for label, backend, precision in configs:
+        config = argparse.Namespace(**{**vars(args), "backend": backend, "precision": precision})
+        runners[label] = _runner(config, image)[0]
+        runners[label]()  # warm-up
+    times: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(args.runs):
+        for label, run in runners.items():
+            t = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - t)
+    print(json.dumps({label: 1000 * statistics.median(t) for label, t in times.items()}))
 
 
 def agreement(reference: Path, other: Path) -> dict:
@@ -177,19 +193,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     parser.add_argument("--quality", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    configs = list(CONFIGS) + (EXTRA_CONFIGS if args.all else [])
+    if args.timing:
+        timing(args, configs)
+        return
     if args.backend:
         worker(args)
         return
 
-    configs = list(CONFIGS)
     tmp = Path(tempfile.mkdtemp())
     gridsample = None
     if args.all:
         from aslfeat_export.export_onnx import export_weights
 
         gridsample = export_weights(args.weights, tmp / "gridsample.onnx", "gridsample")
-        configs += EXTRA_CONFIGS
     results = {}
     for size in SIZES:
         for label, backend, precision in configs:
@@ -209,6 +228,14 @@ def main() -> None:
             if precision and save.exists():
                 result.update(agreement(reference, save))
             results[label, size] = result
+        cmd = [sys.executable, __file__, "--timing", "--size", *map(str, size)]
+        cmd += ["--runs", str(args.runs), "--threads", str(args.threads)]
+        cmd += ["--weights", str(args.weights)] + (["--all"] if args.all else [])
+        if gridsample:
+            cmd += ["--onnx", str(gridsample)]  # only the GridSample row reads --onnx
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+        for label, ms in json.loads(out.stdout.strip().splitlines()[-1]).items():
+            results[label, size]["ms"] = ms
 
     sift = {size: results["OpenCV SIFT 5000", size]["ms"] for size in SIZES}
     head = "| configuration | " + " | ".join(f"{w}x{h} ms | × SIFT | peak MB" for h, w in SIZES)
