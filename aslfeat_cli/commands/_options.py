@@ -38,7 +38,7 @@ precision_option = click.option(
     default="auto",
     show_default=True,
     help="auto: bf16 on OpenVINO where the CPU has native bfloat16 (AVX512_BF16/AMX), else "
-    "fp32. bf16: OpenVINO only (97-99 %% of keypoints within 0.5 px of fp32). fp16: "
+    "fp32. bf16: OpenVINO only (96-99 % of keypoints within 0.5 px of fp32). fp16: "
     "onnxruntime, float16 backbone, for CUDA GPUs (same as --fp16).",
 )
 
