@@ -173,3 +173,12 @@ def test_cli_names_backend_and_precision(
         assert fh.attrs["backend"] == "openvino" and fh.attrs["precision"] == "float32"
     result = CliRunner().invoke(cli, [*args, "--overwrite", "--fp16", "--precision", "bf16"])
     assert result.exit_code != 0 and "contradicts --precision bf16" in result.output
+
+
+def test_auto_falls_back_to_onnxruntime_without_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails
+    assert resolve("auto", "auto", "cpu") == ("onnxruntime", "fp32")
+    with pytest.raises(UserError, match=r"pip install 'aslfeat\[openvino\]'"):
+        open_backend(MODEL, "openvino", "fp32", "cpu")
