@@ -1,9 +1,10 @@
 """The extraction pipeline: images in, features out (hloc HDF5 or a COLMAP database).
 
 Worker threads read, decode and downscale images into a small bounded queue while the main
-thread runs the one onnxruntime session and writes results; OpenCV and onnxruntime release the
-GIL, so the session does not wait for the disk. Every image is written and flushed as soon as
-it is done, so an interrupted run keeps its work and the next run resumes after it.
+thread runs the one network (onnxruntime session or OpenVINO model) and writes results; OpenCV,
+onnxruntime and OpenVINO release the GIL, so the network does not wait for the disk. Every image
+is written and flushed as soon as it is done, so an interrupted run keeps its work and the next
+run resumes after it.
 """
 
 from __future__ import annotations

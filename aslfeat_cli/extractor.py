@@ -2,7 +2,8 @@
 
 Images follow OpenCV's layout: H x W grayscale (uint8, or float in 0..255) or H x W x 3 BGR.
 Keypoints are (x, y) in pixels of the image passed in, integers at pixel centres (hloc's
-convention). No torch: the network runs in onnxruntime, keypoint selection in numpy.
+convention). No torch: the network runs in onnxruntime or OpenVINO (:mod:`.backends`), keypoint
+selection in numpy, the same for every backend.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .backends import Backend, open_backend
 from .images import downscale_to_fit, scale_keypoints
 from .keypoints import DetectionConfig, select_keypoints
-from .session import ModelSession, open_session
 
 # Multi-scale inference of the official code: scales 1, 1/sqrt(2), ... down to a minimum size,
 # each level blurred before it is resized.
@@ -53,7 +54,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 class Extractor:
-    """ASLFeat keypoints and descriptors on onnxruntime.
+    """ASLFeat keypoints and descriptors on onnxruntime or OpenVINO.
 
     Args:
         model: ONNX file from ``aslfeat export``; None for the shipped weights.
@@ -63,8 +64,13 @@ class Extractor:
         max_dim: downscale so that the long side is at most this (keypoints still come back in
             pixels of the given image).
         device: "auto" (CUDA when available), "cpu" or "cuda".
-        threads: onnxruntime intra-op threads (None: onnxruntime's default).
-        fp16: run the backbone in float16 (for CUDA; see :mod:`.half_precision`).
+        threads: inference threads (None: the runtime's default).
+        backend: "auto" (onnxruntime on CUDA, else OpenVINO when installed, else onnxruntime),
+            "onnxruntime" or "openvino" (see :mod:`.backends`).
+        precision: "auto" (bfloat16 on OpenVINO where the CPU has it natively, else float32),
+            "fp32", "bf16" (OpenVINO) or "fp16" (onnxruntime, for CUDA; see
+            :mod:`.half_precision`).
+        fp16: the same as ``precision="fp16"`` (kept for ``--fp16``).
         io_binding: explicit onnxruntime IO binding (None: on with CUDA).
     """
 
@@ -81,6 +87,8 @@ class Extractor:
         threads: int | None = None,
         fp16: bool = False,
         io_binding: bool | None = None,
+        backend: str = "auto",
+        precision: str = "auto",
     ) -> None:
         if max_dim is not None and max_dim < 16:
             raise ValueError("max_dim must be at least 16")
@@ -92,8 +100,13 @@ class Extractor:
         )
         self.multi_scale = multi_scale
         self.max_dim = max_dim
-        self.session: ModelSession = open_session(
-            model, device, threads, fp16=fp16, io_binding=io_binding
+        if fp16:
+            if precision not in ("auto", "fp16"):
+                raise ValueError(f"fp16=True contradicts precision={precision!r}")
+            precision = "fp16"
+        # Named `session` since the onnxruntime-only days; any Backend (see .backends).
+        self.session: Backend = open_backend(
+            model, backend, precision, device, threads, io_binding=io_binding
         )
 
     @property
@@ -104,6 +117,16 @@ class Extractor:
     @property
     def device(self) -> str:
         return self.session.device
+
+    @property
+    def backend(self) -> str:
+        """'onnxruntime' or 'openvino'."""
+        return self.session.name
+
+    @property
+    def precision(self) -> str:
+        """'float32', 'bfloat16' or 'float16'."""
+        return self.session.precision
 
     def _single_scale(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         score_map, descriptor_map = self.session.run(gray)

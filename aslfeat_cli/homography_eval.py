@@ -264,6 +264,8 @@ def ours_method(
     multi_scale: bool = False,
     max_dim: int | None = None,
     device: str = "auto",
+    backend: str = "auto",
+    precision: str = "auto",
     name: str | None = None,
 ) -> Method:
     """ASLFeat through :class:`~.extractor.Extractor` (official detection defaults).
@@ -278,6 +280,8 @@ def ours_method(
         multi_scale=multi_scale,
         max_dim=max_dim,
         device=device,
+        backend=backend,
+        precision=precision,
     )
     if name is None:
         name = Path(model).stem if model is not None else "aslfeat"

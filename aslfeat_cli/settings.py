@@ -43,7 +43,8 @@ FEATURE_KEYS = (
     "descriptor_dtype",
 )
 MATCH_KEYS = ("ratio", "max_distance", "verify", "verify_threshold")
-NOT_COMPARED = ("aslfeat_version", "model")
+# backend: provenance only (onnxruntime and OpenVINO float32 agree; precision is compared).
+NOT_COMPARED = ("aslfeat_version", "model", "backend")
 
 
 def new_id() -> str:
@@ -128,6 +129,7 @@ def extraction_settings(extractor: Any, descriptor_dtype: Any = np.float32) -> d
         "multi_scale": bool(extractor.multi_scale),
         "max_dim": int(extractor.max_dim or 0),
         "precision": extractor.session.precision,
+        "backend": extractor.backend,
         "descriptor_dtype": np.dtype(descriptor_dtype).name,
     }
 

@@ -73,7 +73,9 @@ def test_onnxruntime_matches_pytorch_keypoints(weights, onnx_files, size):
         score_map, desc_map = model(torch.from_numpy(image).float()[None, None])
     cfg = DetectionConfig(num_keypoints=2000)
     k, _, d = select_keypoints(score_map.numpy(), desc_map.numpy(), cfg)
-    ours = Extractor(onnx_files["deformconv"], num_keypoints=2000, device="cpu").extract(image)
+    ours = Extractor(
+        onnx_files["deformconv"], num_keypoints=2000, device="cpu", backend="onnxruntime"
+    ).extract(image)
     assert ours.image_size == (size[1], size[0])
     assert len(ours) > 0 and abs(len(ours) - len(k)) <= 0.01 * len(k)
     found, cos = keypoint_agreement((ours.keypoints, ours.descriptors), (k, d))

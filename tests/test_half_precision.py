@@ -17,12 +17,12 @@ import skimage.data
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
+from aslfeat_cli.backends.onnxruntime import open_session
 from aslfeat_cli.cli import cli
 from aslfeat_cli.errors import UserError
 from aslfeat_cli.extractor import Extractor
 from aslfeat_cli.half_precision import to_float16
 from aslfeat_cli.keypoints import nearest_keypoints
-from aslfeat_cli.session import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "weights" / "aslfeat.onnx"
@@ -84,7 +84,7 @@ def test_graph_keeps_float32_io_and_detection(half_model: onnx.ModelProto) -> No
 
 
 def test_float16_matches_float32(astronaut: np.ndarray) -> None:
-    full = Extractor(MODEL, device="cpu").extract(astronaut)
+    full = Extractor(MODEL, device="cpu", backend="onnxruntime").extract(astronaut)
     half = Extractor(MODEL, device="cpu", fp16=True)
     assert half.session.precision == "float16"
     low = half.extract(astronaut)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from aslfeat_cli import Extractor
+from aslfeat_cli.backends import default_model_path
 from aslfeat_cli.matching import mutual_nn_match
-from aslfeat_cli.session import default_model_path
 from aslfeat_cli.synthetic import warp_points
 
 # Correct matches (< 3 px) of 1000 keypoints per image, measured: random weights (the TF

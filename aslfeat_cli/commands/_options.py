@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..session import DEVICES
+from ..backends import BACKENDS, DEVICES, PRECISIONS
 
 
 class FiniteFloat(click.FloatRange):
@@ -37,6 +37,31 @@ device_option = click.option(
     show_default=True,
     help="auto: CUDA when onnxruntime-gpu and a GPU are present, else CPU.",
 )
+
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="Runtime for the network. auto: onnxruntime on CUDA when a GPU is there, else OpenVINO "
+    "when installed (pip install 'aslfeat[openvino]'), else onnxruntime on the CPU.",
+)
+
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on OpenVINO where the CPU has native bfloat16 (AVX512_BF16/AMX), else "
+    "fp32. bf16: OpenVINO only (96-99 % of keypoints within 0.5 px of fp32). fp16: "
+    "onnxruntime, float16 backbone, for CUDA GPUs (same as --fp16).",
+)
+
+
+def backend_options(function):  # noqa: ANN001, ANN201 (a click decorator)
+    """--backend and --precision, for every command that extracts features."""
+    return backend_option(precision_option(function))
+
 
 image_list_option = click.option(
     "--image-list",

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import device_option
+from ._options import backend_options, device_option
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ Examples:
 )
 @click.option("--max-dim", type=click.IntRange(min=16), default=None, help="Ours: --max-dim.")
 @device_option
+@backend_options
 @click.option(
     "--include-ignored",
     is_flag=True,
@@ -106,6 +107,8 @@ def command(
     threshold: float,
     max_dim: int | None,
     device: str,
+    backend: str,
+    precision: str,
     include_ignored: bool,
     per_sequence: bool,
 ) -> None:
@@ -138,6 +141,8 @@ def command(
                             multi_scale=ms,
                             max_dim=max_dim,
                             device=device,
+                            backend=backend,
+                            precision=precision,
                         )
                     )
                 except UserError:
@@ -174,6 +179,8 @@ def command(
             "threshold": threshold,
             "multi_scale": multi_scale,
             "max_dim": max_dim,
+            "backend": backend,
+            "precision": precision,
             "matching": "mutual nearest neighbours",
             "ransac_threshold": he.RANSAC_THRESHOLD,
             "include_ignored": include_ignored,

@@ -10,6 +10,7 @@ import click
 from ..errors import UserError
 from ._options import (
     FiniteFloat,
+    backend_options,
     device_option,
     image_list_option,
     image_root_option,
@@ -63,6 +64,7 @@ Examples:
   aslfeat extract images/ -o features.h5
   aslfeat extract images/ -o database.db --single-camera
   aslfeat extract --image-list list.txt --image-root images/ -o feats.h5 --max-dim 1600
+  aslfeat extract images/ -o features.h5 --backend onnxruntime --precision fp32
 """,
 )
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
@@ -114,10 +116,12 @@ Examples:
 @click.option("--multi-scale", is_flag=True, help="Detect on an image pyramid (slower).")
 @model_option
 @device_option
+@backend_options
 @click.option(
     "--fp16",
     is_flag=True,
-    help="Float16 backbone, for CUDA GPUs (keypoints within 0.5 px of float32).",
+    help="Same as --precision fp16: float16 backbone on onnxruntime, for CUDA GPUs "
+    "(keypoints within 0.5 px of float32).",
 )
 @click.option(
     "--format",
@@ -165,6 +169,8 @@ def command(
     multi_scale: bool,
     model: Path | None,
     device: str,
+    backend: str,
+    precision: str,
     fp16: bool,
     fmt: str | None,
     single_camera: bool,
@@ -200,6 +206,11 @@ def command(
             "only applies to --format h5 (COLMAP stores float32)", param_hint="--descriptor-dtype"
         )
 
+    if fp16:
+        if precision not in ("auto", "fp16"):
+            raise click.BadParameter(f"contradicts --precision {precision}", param_hint="--fp16")
+        precision = "fp16"
+
     images = find_images(list(inputs), image_list, image_root)
     extractor = _make_extractor(
         model=model,
@@ -210,9 +221,10 @@ def command(
         multi_scale=multi_scale,
         max_dim=max_dim,
         device=device,
-        fp16=fp16,
+        backend=backend,
+        precision=precision,
     )
-    # The session itself logs the device notice ("aslfeat runs on cpu (...)").
+    # open_backend logs the device notice ("aslfeat runs on openvino ... on cpu, bfloat16 ...").
     logger.info("%d image(s) -> %s (%s)", len(images), output, fmt)
     summary = run_extraction(
         images,
@@ -231,17 +243,16 @@ def command(
         raise UserError(f"{summary.n_failed} of {len(images)} image(s) failed (listed above)")
 
 
-def _make_extractor(fp16: bool = False, **kwargs):  # noqa: ANN003, ANN202
+def _make_extractor(**kwargs):  # noqa: ANN003, ANN202
     """Build the Extractor; problems with the model file become one-line UserErrors."""
     from ..extractor import Extractor
 
     try:
-        return Extractor(fp16=fp16, **kwargs)
+        return Extractor(**kwargs)
     except ValueError as exc:
         raise UserError(" ".join(str(exc).split())) from None
 
 
 def _device_line(extractor) -> str:  # noqa: ANN001
-    """'CPU (CPUExecutionProvider)' or 'CUDA (CUDAExecutionProvider, ...)'."""
-    providers = extractor.session.session.get_providers()
-    return f"{extractor.device.upper()} ({', '.join(providers)})"
+    """'CPU: openvino 2026.4.1 on cpu, bfloat16 (AMD EPYC ...)' or 'CUDA: onnxruntime ...'."""
+    return f"{extractor.device.upper()}: {extractor.session.describe()}"

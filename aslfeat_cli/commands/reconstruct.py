@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import device_option, image_list_option, image_root_option, model_option
+from ._options import (
+    backend_options,
+    device_option,
+    image_list_option,
+    image_root_option,
+    model_option,
+)
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ Examples:
 )
 @model_option
 @device_option
+@backend_options
 @click.option(
     "--ratio",
     type=click.FloatRange(0, 1, min_open=True),
@@ -92,6 +99,8 @@ def command(
     max_dim: int,
     model: Path | None,
     device: str,
+    backend: str,
+    precision: str,
     ratio: float,
     single_camera: bool,
     threads: int,
@@ -146,7 +155,12 @@ def command(
         from ..extractor import Extractor
 
         extractor = Extractor(
-            model=model, num_keypoints=num_keypoints, max_dim=max_dim, device=device
+            model=model,
+            num_keypoints=num_keypoints,
+            max_dim=max_dim,
+            device=device,
+            backend=backend,
+            precision=precision,
         )
         stats = run_reconstruction(images, output, extractor, **common)
     click.echo(stats.table())

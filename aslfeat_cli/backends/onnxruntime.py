@@ -1,41 +1,25 @@
-"""The onnxruntime session: model file checks, device choice and the model's metadata contract."""
+"""The onnxruntime backend: session, provider (device) choice, float16 graph and IO binding."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
+from .base import (
+    DEVICES,
+    INPUT,
+    OUTPUTS,
+    ModelInfo,
+    check_contract,
+    invalid_model_error,
+    model_file,
+)
 
 logger = logging.getLogger(__name__)
-
-MODEL_FILE = "aslfeat.onnx"
-INPUT = "image"
-OUTPUTS = ("score_map", "descriptor_map")
-REQUIRED_METADATA = ("variant", "descriptor_dim", "descriptor_stride", "min_size")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def default_model_path() -> Path:
-    """The shipped model: $ASLFEAT_MODEL, the repository's weights/ (editable install) or the
-    copy installed under <prefix>/share/aslfeat/weights."""
-    env = os.environ.get("ASLFEAT_MODEL")
-    if env:
-        return Path(env)
-    candidates = [
-        Path(__file__).resolve().parents[1] / "weights" / MODEL_FILE,
-        Path(sys.prefix) / "share" / "aslfeat" / "weights" / MODEL_FILE,
-    ]
-    for path in candidates:
-        if path.exists():
-            return path
-    return candidates[0]
 
 
 def _import_onnxruntime():  # noqa: ANN202 (module)
@@ -70,7 +54,7 @@ def choose_providers(device: str) -> list[str]:
 
 
 @dataclass
-class ModelSession:
+class ModelSession(ModelInfo):
     """One onnxruntime session over an ASLFeat ONNX file, reused for every image."""
 
     path: Path
@@ -78,22 +62,18 @@ class ModelSession:
     metadata: dict[str, str] = field(default_factory=dict)
     precision: str = "float32"  # "float16" when opened with fp16=True (see half_precision)
     io_binding: bool = False  # bind inputs/outputs explicitly (default on CUDA)
+    name: str = "onnxruntime"
 
     @property
     def device(self) -> str:
         """'cuda' when the session really runs on the CUDA provider, else 'cpu'."""
         return "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
 
-    @property
-    def min_size(self) -> int:
-        return int(self.metadata.get("min_size", 16))
-
-    @property
-    def stride(self) -> int:
-        return int(self.metadata.get("descriptor_stride", 4))
-
-    def detection_defaults(self) -> dict[str, float]:
-        return json.loads(self.metadata.get("detection_defaults", "{}"))
+    def describe(self) -> str:
+        """'onnxruntime 1.32.0 on cpu, float32 (CPUExecutionProvider)'."""
+        version = _import_onnxruntime().__version__
+        providers = ", ".join(self.session.get_providers())
+        return f"onnxruntime {version} on {self.device}, {self.precision} ({providers})"
 
     def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dense outputs for one (H, W) float32 grayscale image (0..255)."""
@@ -119,7 +99,7 @@ def _float16_bytes(path: Path) -> bytes:
         import onnx
     except ImportError as e:
         raise UserError("--fp16 needs the onnx package: pip install onnx") from e
-    from .half_precision import to_float16
+    from ..half_precision import to_float16
 
     try:
         proto = onnx.load(str(path))
@@ -129,30 +109,6 @@ def _float16_bytes(path: Path) -> bytes:
         return to_float16(proto).SerializeToString()
     except ValueError as e:
         raise UserError(f"{path}: {e}") from e
-
-
-def check_output_shapes(session: ModelSession) -> None:
-    """Run the model once on a small blank image and check the output contract (README,
-    "ONNX model contract"), so that a wrong export fails once at load with one line instead
-    of once per image. Costs one inference at the minimum size (milliseconds)."""
-    try:
-        dim, stride = int(session.metadata["descriptor_dim"]), session.stride
-        height, width = 2 * session.min_size, 3 * session.min_size  # unequal: catches a swap
-    except ValueError as exc:
-        raise UserError(f"{session.path}: bad aslfeat metadata ({exc})") from None
-    try:
-        score_map, descriptor_map = session.run(np.zeros((height, width), np.float32))
-    except Exception as exc:  # onnxruntime's own error types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{session.path}: the model fails on a test image ({first})") from None
-    want_desc = (-(-height // stride), -(-width // stride), dim)
-    got = (tuple(np.shape(score_map)), tuple(np.shape(descriptor_map)))
-    if got != ((height, width), want_desc):
-        raise UserError(
-            f"{session.path}: outputs do not follow the aslfeat contract: for a {width}x{height} "
-            f"image score_map is {got[0]} (want {(height, width)}) and descriptor_map "
-            f"{got[1]} (want {want_desc})"
-        )
 
 
 def open_session(
@@ -169,10 +125,7 @@ def open_session(
     within 6 % of float32's speed). ``io_binding`` defaults to on with CUDA.
     """
     ort = _import_onnxruntime()
-    path = Path(model) if model is not None else default_model_path()
-    if not path.is_file():
-        hint = "" if model is not None else " (run `make export` to build the shipped model)"
-        raise UserError(f"model file not found: {path}{hint}")
+    path = model_file(model)
     providers = choose_providers(device)
     options = ort.SessionOptions()
     # Image sizes vary between calls: the memory pattern only doubles peak memory then
@@ -185,18 +138,11 @@ def open_session(
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise UserError(f"{path}: not a valid ONNX model ({first[:200]})") from e
+        raise invalid_model_error(path, e) from e
     meta = dict(session.get_modelmeta().custom_metadata_map)
-    missing = [k for k in REQUIRED_METADATA if k not in meta]
-    names = [o.name for o in session.get_outputs()]
-    if missing or tuple(names) != OUTPUTS:
-        raise UserError(f"{path}: an ONNX model, but not an aslfeat export (metadata or outputs)")
+    check_contract(path, meta, [o.name for o in session.get_outputs()])
     result = ModelSession(path, session, meta, "float16" if fp16 else "float32")
     result.io_binding = result.device == "cuda" if io_binding is None else io_binding
-    check_output_shapes(result)
-    if device == "auto" or device == "cuda":
-        logger.info("aslfeat runs on %s (%s)", result.device, ", ".join(session.get_providers()))
     if fp16 and result.device == "cpu":
         logger.warning("--fp16 on the CPU: about as fast as float32 there; it pays off on CUDA")
     return result

@@ -1,0 +1,128 @@
+"""What every backend shares: the model file, its metadata contract and the dense-output API.
+
+A backend loads an ASLFeat export and turns one grey image into the two dense maps; keypoint
+selection (:mod:`aslfeat_cli.keypoints`) runs after it in numpy, the same for every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import UserError
+
+MODEL_FILE = "aslfeat.onnx"
+INPUT = "image"
+OUTPUTS = ("score_map", "descriptor_map")
+REQUIRED_METADATA = ("variant", "descriptor_dim", "descriptor_stride", "min_size")
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: --precision names -> the names recorded in feature files and notices.
+PRECISION_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def default_model_path() -> Path:
+    """The shipped model: $ASLFEAT_MODEL, the repository's weights/ (editable install) or the
+    copy installed under <prefix>/share/aslfeat/weights."""
+    env = os.environ.get("ASLFEAT_MODEL")
+    if env:
+        return Path(env)
+    candidates = [
+        Path(__file__).resolve().parents[2] / "weights" / MODEL_FILE,
+        Path(sys.prefix) / "share" / "aslfeat" / "weights" / MODEL_FILE,
+    ]
+    for path in candidates:
+        if path.exists():
+            return path
+    return candidates[0]
+
+
+def model_file(model: str | Path | None) -> Path:
+    """``model`` (or the shipped model) as a Path; UserError when there is no such file."""
+    path = Path(model) if model is not None else default_model_path()
+    if not path.is_file():
+        hint = "" if model is not None else " (run `make export` to build the shipped model)"
+        raise UserError(f"model file not found: {path}{hint}")
+    return path
+
+
+def check_contract(path: Path, metadata: dict[str, str], output_names: list[str]) -> None:
+    """UserError unless the model has the aslfeat metadata keys and outputs (README contract)."""
+    missing = [k for k in REQUIRED_METADATA if k not in metadata]
+    if missing or tuple(output_names) != OUTPUTS:
+        raise UserError(f"{path}: an ONNX model, but not an aslfeat export (metadata or outputs)")
+
+
+def invalid_model_error(path: Path, exc: BaseException) -> UserError:
+    """The one-line error for a file a runtime could not read as a model."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else exc.__class__.__name__
+    return UserError(f"{path}: not a valid ONNX model ({first[:200]})")
+
+
+class Backend(Protocol):
+    """An ASLFeat model loaded by one runtime, reused for every image."""
+
+    name: str  # "onnxruntime" or "openvino"
+    path: Path
+    metadata: dict[str, str]
+    precision: str  # "float32", "bfloat16" or "float16"
+
+    @property
+    def device(self) -> str:
+        """'cpu' or 'cuda': where the network really runs."""
+
+    def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score map (H, W) and descriptor map (H/4, W/4, D) for one (H, W) float32 image
+        (0..255). The descriptor map may be a strided view (keypoints.py only gathers from it).
+        """
+
+    def describe(self) -> str:
+        """The one-line device notice: backend, version, device and precision."""
+
+
+class ModelInfo:
+    """Metadata helpers shared by the backends (``self.metadata`` is the ONNX metadata)."""
+
+    metadata: dict[str, str]
+
+    @property
+    def min_size(self) -> int:
+        return int(self.metadata.get("min_size", 16))
+
+    @property
+    def stride(self) -> int:
+        return int(self.metadata.get("descriptor_stride", 4))
+
+    def detection_defaults(self) -> dict[str, float]:
+        return json.loads(self.metadata.get("detection_defaults", "{}"))
+
+
+def check_output_shapes(session: Backend) -> None:
+    """Run the model once on a small blank image and check the output contract (README,
+    "ONNX model contract"), so that a wrong export fails once at load with one line instead
+    of once per image. Costs one inference at the minimum size (milliseconds)."""
+    try:
+        dim, stride = int(session.metadata["descriptor_dim"]), session.stride
+        height, width = 2 * session.min_size, 3 * session.min_size  # unequal: catches a swap
+    except ValueError as exc:
+        raise UserError(f"{session.path}: bad aslfeat metadata ({exc})") from None
+    try:
+        score_map, descriptor_map = session.run(np.zeros((height, width), np.float32))
+    except Exception as exc:  # the runtimes' own error types
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{session.path}: the model fails on a test image ({first})") from None
+    want_desc = (-(-height // stride), -(-width // stride), dim)
+    got = (tuple(np.shape(score_map)), tuple(np.shape(descriptor_map)))
+    if got != ((height, width), want_desc):
+        raise UserError(
+            f"{session.path}: outputs do not follow the aslfeat contract: for a {width}x{height} "
+            f"image score_map is {got[0]} (want {(height, width)}) and descriptor_map "
+            f"{got[1]} (want {want_desc})"
+        )
