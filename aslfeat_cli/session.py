@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,19 +22,34 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def default_model_path() -> Path:
-    """The shipped model: $ASLFEAT_MODEL, the repository's weights/ (editable install) or the
-    copy installed under <prefix>/share/aslfeat/weights."""
+    """The shipped model: $ASLFEAT_MODEL, else the package data ``aslfeat_cli/weights``
+    (a wheel or ``pip install .``), else the repository's ``weights/`` (editable install)."""
     env = os.environ.get("ASLFEAT_MODEL")
     if env:
         return Path(env)
     candidates = [
+        _packaged_model(),
         Path(__file__).resolve().parents[1] / "weights" / MODEL_FILE,
-        Path(sys.prefix) / "share" / "aslfeat" / "weights" / MODEL_FILE,
     ]
     for path in candidates:
-        if path.exists():
+        if path is not None and path.is_file():
             return path
-    return candidates[0]
+    return candidates[-1]
+
+
+def _packaged_model() -> Path | None:
+    """The model installed as package data, as a file path (None when not installed so).
+
+    Wheels install packages as plain folders, so the resource is a real file and onnxruntime
+    can memory-map it; zipped installs are not supported (no ``as_file`` copy to clean up).
+    """
+    from importlib import resources
+
+    try:
+        resource = resources.files("aslfeat_cli") / "weights" / MODEL_FILE
+    except (ModuleNotFoundError, TypeError):
+        return None
+    return Path(str(resource)) if resource.is_file() else None
 
 
 def _import_onnxruntime():  # noqa: ANN202 (module)
