@@ -21,6 +21,7 @@ import numpy as np
 
 from . import h5io
 from .errors import UserError
+from .matches_writer import MatchesWriter
 from .pairs import Pair, clean_pairs
 from .verification import VerifyOptions, verify_pair
 
@@ -195,6 +196,24 @@ def _check_descriptor_sizes(fh: h5py.File, names: set[str], label: Path) -> None
             )
 
 
+def _pairs_to_do(writer: MatchesWriter, pairs: Sequence[Pair], verify: bool) -> list[Pair]:
+    """The pairs not yet in the output (with --verify: not yet verified)."""
+    mfh = writer.open_done()
+    if mfh is None:
+        return list(pairs)
+    todo = []
+    with mfh:
+        for a, b in pairs:
+            done = h5io.has_pair(mfh, a, b)
+            if done and verify:
+                key = h5io.names_to_pair(a, b)
+                key = key if key in mfh else h5io.names_to_pair(b, a)
+                done = "inliers0" in mfh[key]
+            if not done:
+                todo.append((a, b))
+    return todo
+
+
 def match_pairs(
     features: Path,
     pairs: Sequence[Pair],
@@ -225,26 +244,13 @@ def match_pairs(
     if not pairs:
         logger.warning("no pairs to match")
         return summary
-    if output.exists() and not h5py.is_hdf5(output):
-        raise UserError(f"{output}: exists and is not an HDF5 file")
     start = time.perf_counter()
     with h5py.File(features, "r") as ffh:
         _check_descriptor_sizes(ffh, {n for p in pairs for n in p}, features)
-        if overwrite and output.exists():
-            output.unlink()
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(output, "a") as mfh:
-            todo = []
-            for a, b in pairs:
-                done = h5io.has_pair(mfh, a, b)
-                if done and verify is not None:
-                    key = h5io.names_to_pair(a, b)
-                    key = key if key in mfh else h5io.names_to_pair(b, a)
-                    done = "inliers0" in mfh[key]
-                if done:
-                    summary.n_skipped += 1
-                else:
-                    todo.append((a, b))
+        # Crash safe: matches.h5 is replaced atomically at the end (see matches_writer).
+        with MatchesWriter(output, fresh=overwrite) as writer:
+            todo = _pairs_to_do(writer, pairs, verify is not None)
+            summary.n_skipped = len(pairs) - len(todo)
             if summary.n_skipped:
                 logger.info("%d pair(s) already in %s: skipped", summary.n_skipped, output)
             cache = FeatureCache(ffh, cache_size)
@@ -268,7 +274,7 @@ def match_pairs(
                     inliers = np.zeros(len(m0), bool)
                     inliers[valid[mask]] = True
                     summary.total_inliers += int(inliers.sum())
-                h5io.write_matches(mfh, a, b, m0, s0, inliers=inliers, num_keypoints1=len(d1))
+                writer.add(a, b, m0, s0, inliers=inliers, num_keypoints1=len(d1))
                 summary.n_matched += 1
                 summary.total_matches += int((m0 >= 0).sum())
     summary.seconds = time.perf_counter() - start
