@@ -18,7 +18,9 @@ image has it (``prior_focal_length`` set), else 1.2 x max(width, height).
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -84,11 +86,17 @@ class ColmapFeatureWriter:
         self.database = Path(database)
         self.single_camera = single_camera
         self._db = None
+        self._lock_fd: int | None = None
         self._names: set[str] = set()
         self._shared: tuple[int, int, tuple[int, int]] | None = None  # camera, rig, size
 
     def __enter__(self) -> ColmapFeatureWriter:
-        self._db = _open_database(self.database)
+        self._lock()
+        try:
+            self._db = _open_database(self.database)
+        except BaseException:
+            self._unlock()
+            raise
         self._names = {image.name for image in self._db.read_all_images()}
         return self
 
@@ -101,6 +109,28 @@ class ColmapFeatureWriter:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._unlock()
+
+    def _lock(self) -> None:
+        """One writer per database: a second run would add a camera for every image it
+        then fails to add (SQLite locks per transaction, not per run). flock does not
+        interact with SQLite's own fcntl locks."""
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.database, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(
+                f"{self.database} is being written by another aslfeat run; "
+                "wait for it or choose another output"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def names(self) -> set[str]:
         """Image names already in the database."""
