@@ -30,15 +30,17 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 MIN_SIDE = 16
 # Without --max-dim, images with more pixels are downscaled to this many (notice printed once
-# per run): the network's peak memory grows ~0.8 GB per megapixel (benchmarks/bench_memory.py),
+# per run): the network's peak memory grows 0.8-1.3 GB per megapixel (bench_memory.py),
 # so 2 MP keeps a run under 2 GB; 1536x1024 (1.6 MP, the SfM tests) is not touched.
 AUTO_MAX_PIXELS = 2_000_000
 # Decoded-pixel limit, checked from the file header before decoding (decompression bombs):
 # larger JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, other formats refused.
 MAX_DECODE_PIXELS = 40_000_000
-# Peak memory of one network run, measured (onnxruntime 1.32, CPU, 2026-12-01): about
-# 0.8 GB per megapixel on top of the loaded session; used to refuse before decoding.
-NETWORK_BYTES_PER_PIXEL = 820
+# Peak memory of one network run, used to refuse before decoding. Measured for the whole
+# process (onnxruntime 1.32, CPU, 2026-12-01, benchmarks/bench_memory.py): 0.82 GB at
+# 0.79 MP, 1.77 GB at 2 MP, 4.78 GB at 4.3 MP (it grows faster than the pixel count), so
+# the estimate is the 4.3 MP figure's 1.1 GB per MP: conservative below it.
+NETWORK_BYTES_PER_PIXEL = 1100
 NETWORK_BASE_BYTES = 200 * 2**20
 
 _DECODE_FLAGS = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION

@@ -20,6 +20,7 @@ from aslfeat_cli.images import (
     AUTO_MAX_PIXELS,
     MAX_DECODE_PIXELS,
     MIN_SIDE,
+    NETWORK_BYTES_PER_PIXEL,
     ImageError,
     available_memory,
     check_memory,
@@ -121,7 +122,7 @@ def test_downscale_notice_once_per_run(tmp_path: Path, caplog: pytest.LogCapture
 def test_memory_refusal_uses_what_is_available() -> None:
     free = available_memory()
     assert free is not None and free > 0
-    side = int((free / 820) ** 0.5 * 1.5)  # an input whose estimate exceeds free memory
+    side = int((free / NETWORK_BYTES_PER_PIXEL) ** 0.5 * 1.5)  # estimate above free memory
     with pytest.raises(ImageError, match="GB available; use a smaller --max-dim"):
         check_memory((side, side))
     check_memory((640, 480))
