@@ -268,6 +268,50 @@ def read_colmap_descriptors(database: Path, name: str) -> np.ndarray:
     return np.asarray(desc.to_float().data, dtype=np.float32)
 
 
+def require_space(
+    database: Path,
+    features_path: Path,
+    names: Iterable[str],
+    matches_path: Path | None = None,
+    pairs: Iterable[tuple[str, str]] = (),
+) -> None:
+    """UserError when the disk cannot hold what importing would add to ``database``.
+
+    SQLite returns "database or disk is full" mid-transaction, and pycolmap then aborts the
+    process (SIGABRT, "cannot commit - no transaction is active"), so the room is checked
+    before anything is written. The estimate is generous: keypoints and raw descriptors,
+    every keypoint of image 0 matched (raw and verified), twice over for SQLite's journal.
+    """
+    import shutil
+
+    import h5py
+
+    existing = set(image_ids(database)) if Path(database).exists() else set()
+    need = 0
+    with h5py.File(features_path, "r") as fh:
+        for name in names:
+            if name not in existing and name in fh:
+                shape = fh[name]["descriptors"].shape
+                need += int(np.prod(shape)) * 4 + fh[name]["keypoints"].shape[0] * 24
+    if matches_path is not None:
+        with h5py.File(matches_path, "r") as fh:
+            from . import h5io
+
+            for a, b in pairs:
+                for key in (h5io.names_to_pair(a, b), h5io.names_to_pair(b, a)):
+                    if key in fh and "matches0" in fh[key]:
+                        need += fh[key]["matches0"].shape[0] * 16
+                        break
+    need = 2 * need + 1024 * 1024
+    folder = Path(database).resolve().parent
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise UserError(
+            f"not enough disk space for {database}: need about {need / 2**20:.1f} MiB, "
+            f"{free / 2**20:.1f} MiB free in {folder}; nothing was written"
+        )
+
+
 def import_features(
     database: Path,
     features_path: Path,
