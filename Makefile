@@ -7,11 +7,11 @@ WEIGHTS := weights/aslfeat.pt
 MODEL   := weights/aslfeat.onnx
 DEMO    := out/demo
 
-.PHONY: install test lint export demo bench train clean
+.PHONY: install test check-wheel lint export demo bench train clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
@@ -19,6 +19,23 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+# The package as users get it: a wheel installed without -e into a fresh venv (cpu extra,
+# from the package index or pip's cache), then `aslfeat info` and `aslfeat extract` run
+# outside the checkout, so nothing can be imported from the source tree.
+CHECK := build/check-wheel
+check-wheel: install
+	rm -rf $(CHECK) && mkdir -p $(CHECK)/dist
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(CHECK)/dist .
+	$(PYTHON) -m venv $(CHECK)/venv
+	$(CHECK)/venv/bin/pip install -q "$$(ls $(CHECK)/dist/aslfeat-*.whl)[cpu]"
+	$(BIN)/python -m aslfeat_cli.sample $(CHECK)/images
+	cd $(CHECK) && venv/bin/aslfeat info > info.txt && cat info.txt
+	grep -q "^model: $$(cd $(CHECK) && pwd)/venv/.*/aslfeat_cli/weights/aslfeat.onnx" $(CHECK)/info.txt
+	cd $(CHECK) && venv/bin/aslfeat extract images/ -o features.h5 --max-dim 256
+	cd $(CHECK) && venv/bin/python -c "import h5py; f = h5py.File('features.h5'); \
+		assert len(f) >= 3 and all(len(f[k]['keypoints']) > 100 for k in f), 'no features'"
+	@echo "check-wheel: the installed wheel works"
 
 lint: install
 	$(BIN)/ruff check aslfeat_cli export training tests benchmarks

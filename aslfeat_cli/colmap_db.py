@@ -18,7 +18,9 @@ image has it (``prior_focal_length`` set), else 1.2 x max(width, height).
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -88,11 +90,17 @@ class ColmapFeatureWriter:
         self.database = Path(database)
         self.single_camera = single_camera
         self._db = None
+        self._lock_fd: int | None = None
         self._names: set[str] = set()
         self._shared: tuple[int, int, tuple[int, int]] | None = None  # camera, rig, size
 
     def __enter__(self) -> ColmapFeatureWriter:
-        self._db = _open_database(self.database)
+        self._lock()
+        try:
+            self._db = _open_database(self.database)
+        except BaseException:
+            self._unlock()
+            raise
         self._names = {image.name for image in self._db.read_all_images()}
         return self
 
@@ -105,6 +113,28 @@ class ColmapFeatureWriter:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._unlock()
+
+    def _lock(self) -> None:
+        """One writer per database: a second run would add a camera for every image it
+        then fails to add (SQLite locks per transaction, not per run). flock does not
+        interact with SQLite's own fcntl locks."""
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.database, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(
+                f"{self.database} is being written by another aslfeat run; "
+                "wait for it or choose another output"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def names(self) -> set[str]:
         """Image names already in the database."""
@@ -240,6 +270,50 @@ def read_colmap_descriptors(database: Path, name: str) -> np.ndarray:
         out = data.astype(np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return np.asarray(desc.to_float().data, dtype=np.float32)
+
+
+def require_space(
+    database: Path,
+    features_path: Path,
+    names: Iterable[str],
+    matches_path: Path | None = None,
+    pairs: Iterable[tuple[str, str]] = (),
+) -> None:
+    """UserError when the disk cannot hold what importing would add to ``database``.
+
+    SQLite returns "database or disk is full" mid-transaction, and pycolmap then aborts the
+    process (SIGABRT, "cannot commit - no transaction is active"), so the room is checked
+    before anything is written. The estimate is generous: keypoints and raw descriptors,
+    every keypoint of image 0 matched (raw and verified), twice over for SQLite's journal.
+    """
+    import shutil
+
+    import h5py
+
+    existing = set(image_ids(database)) if Path(database).exists() else set()
+    need = 0
+    with h5py.File(features_path, "r") as fh:
+        for name in names:
+            if name not in existing and name in fh:
+                shape = fh[name]["descriptors"].shape
+                need += int(np.prod(shape)) * 4 + fh[name]["keypoints"].shape[0] * 24
+    if matches_path is not None:
+        with h5py.File(matches_path, "r") as fh:
+            from . import h5io
+
+            for a, b in pairs:
+                for key in (h5io.names_to_pair(a, b), h5io.names_to_pair(b, a)):
+                    if key in fh and "matches0" in fh[key]:
+                        need += fh[key]["matches0"].shape[0] * 16
+                        break
+    need = 2 * need + 1024 * 1024
+    folder = Path(database).resolve().parent
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise UserError(
+            f"not enough disk space for {database}: need about {need / 2**20:.1f} MiB, "
+            f"{free / 2**20:.1f} MiB free in {folder}; nothing was written"
+        )
 
 
 def import_features(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -23,11 +24,16 @@ import numpy as np
 
 from .errors import UserError
 from .images import (
-    AUTO_MAX_DIM,
+    AUTO_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageError,
-    downscale_to_fit,
-    read_image,
+    check_memory,
+    decode_image,
+    fit_pixels,
+    fit_size,
+    header_size,
+    read_bytes,
+    resize_image,
     scale_keypoints,
     walk_images,
 )
@@ -317,23 +323,60 @@ class _Loaded:
     sha256: str | None = None  # of the file's bytes: a resume can tell a changed image
 
 
-def _load(path: Path, max_dim: int | None) -> _Loaded:
-    """Worker-thread job: decode and, when needed, downscale one image."""
-    image = read_image(path)
+class _OnceNotice:
+    """The automatic downscaling notice, printed once per run (from any worker thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.shown = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if not self.shown:
+                self.shown = True
+                logger.warning(
+                    "images above %.1f MP are downscaled to %.1f MP for the network (keypoints "
+                    "stay in original pixels; --max-dim N sets the long side instead)",
+                    AUTO_MAX_PIXELS / 1e6,
+                    AUTO_MAX_PIXELS / 1e6,
+                )
+
+
+_BIG_DECODE = 8_000_000  # pixels
+_big_decodes = threading.Semaphore(1)
+
+
+def network_size(width: int, height: int, max_dim: int | None) -> tuple[int, int]:
+    """The size the network sees: --max-dim's long side, else at most AUTO_MAX_PIXELS."""
+    if max_dim is not None:
+        return fit_size(width, height, max_dim)
+    return fit_pixels(width, height, AUTO_MAX_PIXELS)
+
+
+def _load(path: Path, max_dim: int | None, notice: Callable[[], None] = lambda: None) -> _Loaded:
+    """Worker-thread job: check the size from the header, decode and downscale one image.
+
+    Memory is refused before decoding when the network input would not fit (check_memory).
+    """
+    data = read_bytes(path)
+    size = header_size(data)
+    if size is not None:
+        check_memory(network_size(*size, max_dim))
+    if size is not None and size[0] * size[1] > _BIG_DECODE:
+        with _big_decodes:  # one large decode at a time: --workers 4 must not mean 4x memory
+            image = decode_image(data)  # JPEGs above the decoding limit come back reduced
+    else:
+        image = decode_image(data)
     height, width = image.shape[:2]
-    limit = max_dim
-    if limit is None and max(width, height) > AUTO_MAX_DIM:
-        limit = AUTO_MAX_DIM
-        logger.warning(
-            "%s: %dx%d is larger than %d px; downscaled to fit (set --max-dim to choose)",
-            path,
-            width,
-            height,
-            AUTO_MAX_DIM,
-        )
+    original = size if size is not None else (width, height)
+    target = network_size(*original, max_dim)
+    if size is None:
+        check_memory(target)
+    if max_dim is None and target != tuple(original):
+        notice()
     # float32 here, on the worker, so the main thread's to_gray() has nothing left to convert.
-    image = downscale_to_fit(image, limit).astype(np.float32, copy=False)
-    return _Loaded(image, (width, height), _sha256_or_none(path))
+    image = resize_image(image, target).astype(np.float32, copy=False)
+    return _Loaded(image, tuple(original), _sha256_or_none(path))
 
 
 def _prefetch(
@@ -412,6 +455,7 @@ def run_extraction(
         if summary.n_skipped:
             logger.debug("%d image(s) already in %s: skipped", summary.n_skipped, output)
         max_dim = extractor.max_dim  # resized here on the workers; extract() sees a fit image
+        notice = _OnceNotice()
         with (
             logging_redirect_tqdm(),
             tqdm(
@@ -419,7 +463,7 @@ def run_extraction(
             ) as bar,
         ):
             for path, name, future in _prefetch(
-                todo, lambda p: _load(p, max_dim), workers or default_workers()
+                todo, lambda p: _load(p, max_dim, notice), workers or default_workers()
             ):
                 try:
                     waited = time.perf_counter()

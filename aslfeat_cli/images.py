@@ -17,6 +17,7 @@ Conventions (the same as hloc and COLMAP, so features line up with their tools):
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +29,19 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
 )
 MIN_SIDE = 16
-# Without --max-dim, images with a longer side are downscaled to this (with a notice): the
-# network's memory grows with the pixel count and features at that scale are rarely useful.
-AUTO_MAX_DIM = 4096
+# Without --max-dim, images with more pixels are downscaled to this many (notice printed once
+# per run): the network's peak memory grows 0.8-1.3 GB per megapixel (bench_memory.py),
+# so 2 MP keeps a run under 2 GB; 1536x1024 (1.6 MP, the SfM tests) is not touched.
+AUTO_MAX_PIXELS = 2_000_000
+# Decoded-pixel limit, checked from the file header before decoding (decompression bombs):
+# larger JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, other formats refused.
+MAX_DECODE_PIXELS = 40_000_000
+# Peak memory of one network run, used to refuse before decoding. Measured for the whole
+# process (onnxruntime 1.32, CPU, 2026-12-01, benchmarks/bench_memory.py): 0.82 GB at
+# 0.79 MP, 1.77 GB at 2 MP, 4.78 GB at 4.3 MP (it grows faster than the pixel count), so
+# the estimate is the 4.3 MP figure's 1.1 GB per MP: conservative below it.
+NETWORK_BYTES_PER_PIXEL = 1100
+NETWORK_BASE_BYTES = 200 * 2**20
 
 _DECODE_FLAGS = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
 
@@ -64,17 +75,81 @@ def _check_jpeg_complete(data: bytes) -> None:
         raise ImageError("truncated JPEG (no end-of-image marker)")
 
 
+def _be(data: bytes, start: int, size: int) -> int:
+    return int.from_bytes(data[start : start + size], "big")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) hold height, width.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return _be(data, pos + 7, 2), _be(data, pos + 5, 2)
+        pos += 2 + _be(data, pos + 2, 2)
+    return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a PNG, JPEG, BMP or PNM header without decoding; None for
+    other formats or unreadable headers (they are checked after decoding)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 33:
+        if zlib.crc32(data[12:29]) == _be(data, 29, 4):  # a corrupt header is not trusted
+            return _be(data, 16, 4), _be(data, 20, 4)
+        return None
+    if data[:3] == b"\xff\xd8\xff":
+        return _jpeg_size(data)
+    if data[:2] == b"BM" and len(data) >= 26:
+        return (
+            abs(int.from_bytes(data[18:22], "little", signed=True)),
+            abs(int.from_bytes(data[22:26], "little", signed=True)),
+        )
+    if data[:1] == b"P" and data[1:2] in b"123456":
+        fields = data[2:256].split(b"#")[0].split()
+        if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+            return int(fields[0]), int(fields[1])
+    return None
+
+
+def _reduced_flags(data: bytes, size: tuple[int, int] | None) -> int:
+    """Decode flags; JPEGs above MAX_DECODE_PIXELS are decoded reduced by libjpeg, other
+    formats above it are refused before any pixel is decoded."""
+    if size is None or size[0] * size[1] <= MAX_DECODE_PIXELS:
+        return _DECODE_FLAGS
+    width, height = size
+    if data[:3] == b"\xff\xd8\xff":
+        for factor, flag in (
+            (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+            (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+            (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
+        ):
+            if (width // factor) * (height // factor) <= MAX_DECODE_PIXELS:
+                return flag | cv2.IMREAD_IGNORE_ORIENTATION
+    raise ImageError(
+        f"image is {width}x{height} ({width * height / 1e6:.0f} MP), above the decoding limit "
+        f"of {MAX_DECODE_PIXELS / 1e6:.0f} MP (a decompression bomb?); downscale the file first"
+    )
+
+
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded image bytes to a grey H x W array (see the module's conventions)."""
+    """Decode encoded image bytes to a grey H x W array (see the module's conventions).
+
+    The pixel count is checked from the header first (:data:`MAX_DECODE_PIXELS`).
+    """
     if not data:
         raise ImageError("empty file (0 bytes)")
     if data[:3] == b"\xff\xd8\xff":
         _check_jpeg_complete(data)
+    flags = _reduced_flags(data, header_size(data))
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
-    except cv2.error:
-        # OpenCV asserts on headers declaring more than its 2^30 pixels, before decoding.
-        raise ImageError("image too large to decode (more than 2^30 pixels declared)") from None
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:  # OpenCV's own size limit and decoder assertions
+        image = None
     if image is None:
         raise ImageError("not a readable image (corrupt, truncated or unsupported format)")
     if image.ndim == 3:  # some decoders ignore IMREAD_GRAYSCALE for unusual layouts
@@ -89,21 +164,25 @@ def decode_image(data: bytes) -> np.ndarray:
     return image
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read and decode one image file to a grey H x W array.
-
-    Raises :class:`ImageError` with a one-line reason for missing, empty, corrupt, truncated,
-    non-image and too small files.
-    """
+def read_bytes(path: Path) -> bytes:
+    """The bytes of an image file; :class:`ImageError` with a one-line reason otherwise."""
     try:
-        data = Path(path).read_bytes()  # bytes + imdecode: works for any file name encoding
+        return Path(path).read_bytes()  # bytes + imdecode: works for any file name encoding
     except FileNotFoundError:
         raise ImageError("file not found") from None
     except IsADirectoryError:
         raise ImageError("is a folder, not an image") from None
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
-    return decode_image(data)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read and decode one image file to a grey H x W array.
+
+    Raises :class:`ImageError` with a one-line reason for missing, empty, corrupt, truncated,
+    non-image and too small files.
+    """
+    return decode_image(read_bytes(path))
 
 
 def check_size(image: np.ndarray) -> None:
@@ -115,13 +194,56 @@ def check_size(image: np.ndarray) -> None:
         )
 
 
-def fit_size(width: int, height: int, max_dim: int) -> tuple[int, int]:
-    """The (width, height) that makes the long side ``max_dim`` (unchanged when it fits)."""
-    long_side = max(width, height)
-    if long_side <= max_dim:
+def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
+    # Never below MIN_SIDE on the short side (a 20000x20 strip stays usable): the long side
+    # may then exceed the target a little.
+    scale = min(1.0, max(scale, MIN_SIDE / max(1, min(width, height))))
+    if scale >= 1.0:
         return width, height
-    scale = max_dim / long_side
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit_size(width: int, height: int, max_dim: int) -> tuple[int, int]:
+    """The (width, height) that makes the long side ``max_dim`` (unchanged when it fits;
+    the short side is kept at least :data:`MIN_SIDE`)."""
+    return _scaled(width, height, max_dim / max(width, height))
+
+
+def fit_pixels(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The (width, height) with at most ``max_pixels`` pixels, same aspect (unchanged when it
+    fits; the short side is kept at least :data:`MIN_SIDE`)."""
+    return _scaled(width, height, (max_pixels / max(1, width * height)) ** 0.5)
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, bounded by a cgroup v2 limit."""
+    values = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                values.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            values.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(values) if values else None
+
+
+def check_memory(size: tuple[int, int]) -> None:
+    """Refuse, before decoding, a network input of ``size`` (W, H) whose estimated peak
+    memory exceeds what is available."""
+    need = NETWORK_BASE_BYTES + NETWORK_BYTES_PER_PIXEL * size[0] * size[1]
+    free = available_memory()
+    if free is not None and need > free:
+        raise ImageError(
+            f"{size[0]}x{size[1]} needs about {need / 2**30:.1f} GB for the network, "
+            f"{free / 2**30:.1f} GB available; use a smaller --max-dim"
+        )
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

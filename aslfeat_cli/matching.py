@@ -21,6 +21,7 @@ import numpy as np
 
 from . import h5io
 from .errors import UserError
+from .matches_writer import MatchesWriter
 from .outputs import prepare_output_file
 from .pairs import Pair, clean_pairs
 from .settings import (
@@ -258,23 +259,47 @@ def _stored_names(mfh: h5py.File, a: str, b: str) -> None:
             )
 
 
-def _record_settings(
-    mfh: h5py.File, ffh: h5py.File, settings: dict, output: Path, features: Path
-) -> None:
-    """Check a resumed matches file against this run's settings and features file, then
-    record both (see :mod:`aslfeat_cli.settings`)."""
-    recorded = read_attrs(mfh.attrs)
-    if len(mfh):  # holds pairs: they must come from these features with these settings
+def _settings_to_record(
+    mfh: h5py.File | None, ffh: h5py.File, settings: dict, output: Path, features: Path
+) -> dict:
+    """Check a resumed matches file against this run's settings and features file; return
+    the root attributes to record (see :mod:`aslfeat_cli.settings`), none for a file whose
+    pairs were made with unknown settings (hloc, older versions): we do not vouch for them."""
+    recorded = read_attrs(mfh.attrs) if mfh is not None else {}
+    if mfh is not None and len(mfh):
         check_same_features(recorded, ffh.attrs, output, features)
         check_compatible(recorded, settings, str(output), "use --overwrite or another output")
         if not any(key in recorded for key in settings if key != "aslfeat_version"):
-            return  # pairs of unknown settings (hloc, older versions): do not vouch for them
-    for key, value in settings.items():
-        mfh.attrs[key] = value
+            return {}
+    attrs = dict(settings)
     features_id = plain(ffh.attrs.get(FEATURES_ID, ""))
     if features_id:
-        mfh.attrs[FEATURES_ID] = features_id
-    mfh.flush()
+        attrs[FEATURES_ID] = features_id
+    return attrs
+
+
+def _pairs_to_do(
+    writer: MatchesWriter, ffh: h5py.File, pairs: Sequence[Pair], verify: bool, settings: dict
+) -> list[Pair]:
+    """Check the output against this run (settings, features, pair keys), set the attributes
+    to record and return the pairs not yet in it (with --verify: not yet verified)."""
+    mfh = writer.open_done()
+    writer.attrs = _settings_to_record(mfh, ffh, settings, writer.output, Path(ffh.filename))
+    if mfh is None:
+        return list(pairs)
+    todo = []
+    with mfh:
+        for a, b in pairs:
+            done = h5io.has_pair(mfh, a, b)
+            if done:
+                _stored_names(mfh, a, b)
+            if done and verify:
+                key = h5io.names_to_pair(a, b)
+                key = key if key in mfh else h5io.names_to_pair(b, a)
+                done = "inliers0" in mfh[key]
+            if not done:
+                todo.append((a, b))
+    return todo
 
 
 def match_pairs(
@@ -308,29 +333,15 @@ def match_pairs(
     if not pairs:
         logger.warning("no pairs to match")
         return summary
-    if output.exists() and not h5py.is_hdf5(output):
-        raise UserError(f"{output}: exists and is not an HDF5 file")
     prepare_output_file(output)
     start = time.perf_counter()
     with h5py.File(features, "r") as ffh:
         _check_descriptor_sizes(ffh, {n for p in pairs for n in p}, features)
-        if overwrite and output.exists():
-            output.unlink()
-        with h5py.File(output, "a") as mfh:
-            _record_settings(mfh, ffh, matching_settings(options, verify), output, features)
-            todo = []
-            for a, b in pairs:
-                done = h5io.has_pair(mfh, a, b)
-                if done:
-                    _stored_names(mfh, a, b)
-                if done and verify is not None:
-                    key = h5io.names_to_pair(a, b)
-                    key = key if key in mfh else h5io.names_to_pair(b, a)
-                    done = "inliers0" in mfh[key]
-                if done:
-                    summary.n_skipped += 1
-                else:
-                    todo.append((a, b))
+        # Crash safe: matches.h5 is replaced atomically at the end (see matches_writer).
+        with MatchesWriter(output, fresh=overwrite) as writer:
+            settings = matching_settings(options, verify)
+            todo = _pairs_to_do(writer, ffh, pairs, verify is not None, settings)
+            summary.n_skipped = len(pairs) - len(todo)
             if summary.n_skipped:
                 logger.info("%d pair(s) already in %s: skipped", summary.n_skipped, output)
             cache = FeatureCache(ffh, cache_size)
@@ -354,7 +365,7 @@ def match_pairs(
                     inliers = np.zeros(len(m0), bool)
                     inliers[valid[mask]] = True
                     summary.total_inliers += int(inliers.sum())
-                h5io.write_matches(mfh, a, b, m0, s0, inliers=inliers, num_keypoints1=len(d1))
+                writer.add(a, b, m0, s0, inliers=inliers, num_keypoints1=len(d1))
                 summary.n_matched += 1
                 summary.total_matches += int((m0 >= 0).sum())
     summary.seconds = time.perf_counter() - start

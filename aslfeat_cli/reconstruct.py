@@ -197,6 +197,7 @@ def reconstruct_from_features(
         summary.mean_matches,
     )
     paths = {name: Path(path) for path, name in images}
+    colmap_db.require_space(database, features, names, matches, pairs)
     colmap_db.import_features(database, features, names, paths, single_camera, progress)
     colmap_db.import_matches(database, matches, pairs, progress=progress)
     verified = colmap_db.verify_matches(database, pairs)

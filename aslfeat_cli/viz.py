@@ -7,12 +7,14 @@ convention. The MMA plot is drawn with OpenCV too, so no plotting library is nee
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .errors import UserError
 from .images import fit_size, resize_image, scale_keypoints
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -245,10 +247,17 @@ def plot_mma(
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
-    """Write a PNG (parent folders created); raises OSError when it cannot be written."""
+    """Write a PNG (parent folders created) atomically: a full disk or a kill leaves no
+    half-written picture. Raises UserError with one line when it cannot be written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    path.write_bytes(encoded.tobytes())
+        raise UserError(f"{path}: PNG encoding failed")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(encoded.tobytes())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

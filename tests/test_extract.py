@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from aslfeat_cli.cli import cli
 from aslfeat_cli.errors import UserError
 from aslfeat_cli.extraction import find_images
-from aslfeat_cli.images import AUTO_MAX_DIM, scale_keypoints
+from aslfeat_cli.images import scale_keypoints
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "weights" / "aslfeat.onnx"
@@ -259,19 +259,19 @@ def test_max_dim_keypoints_in_original_pixels(tmp_path: Path) -> None:
 def test_huge_image_downscaled_with_notice(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Long and thin: over the limit on its long side, yet few pixels (quick to run).
-    wide = cv2.resize(skimage.data.camera()[200:264], (AUTO_MAX_DIM + 200, 48))
+    # 2.4 MP: over the automatic pixel limit (2 MP), downscaled to 2191 x 913.
+    wide = cv2.resize(skimage.data.camera()[200:300], (2400, 1000))
     path = _write(tmp_path / "wide.png", wide)
     out = tmp_path / "f.h5"
     result = _run("extract", path, "-o", out, "--num-keypoints", 200)
     assert result.exit_code == 0, result.stderr
-    assert f"larger than {AUTO_MAX_DIM} px; downscaled" in caplog.text
+    assert "images above 2.0 MP are downscaled to 2.0 MP" in caplog.text
     caplog.clear()
     auto = _features(out, "wide.png")
-    assert tuple(auto["image_size"]) == (AUTO_MAX_DIM + 200, 48)
+    assert tuple(auto["image_size"]) == (2400, 1000)
     same = tmp_path / "g.h5"
-    result = _run("extract", path, "-o", same, "--num-keypoints", 200, "--max-dim", AUTO_MAX_DIM)
-    assert "px; downscaled" not in caplog.text  # asked for: no notice
+    result = _run("extract", path, "-o", same, "--num-keypoints", 200, "--max-dim", 2191)
+    assert "are downscaled to" not in caplog.text  # asked for: no notice
     np.testing.assert_array_equal(auto["keypoints"], _features(same, "wide.png")["keypoints"])
 
 

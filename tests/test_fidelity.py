@@ -16,7 +16,7 @@ from aslfeat_cli.keypoints import DetectionConfig, select_keypoints  # noqa: E40
 from aslfeat_export.convert import convert_checkpoint  # noqa: E402
 from aslfeat_export.tf_compat import standardize  # noqa: E402
 
-from .conftest import shared_data  # noqa: E402
+from .conftest import require_shared  # noqa: E402
 
 VARIANTS = ("u", "a", "h", "plain")
 REL_TOL = 1e-4
@@ -70,7 +70,7 @@ def assert_keypoints_match(ref, key: str, kpts, scores, descs) -> None:
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def variant_model(request):
-    path = shared_data("tf_reference", request.param)
+    path = require_shared("tf_reference", request.param, reason="fidelity to the TF graph")
     model = convert_checkpoint(path / "model.ckpt-60000")
     previous = torch.is_grad_enabled()
     torch.set_grad_enabled(False)  # restored below: other test modules train

@@ -26,7 +26,8 @@ from aslfeat_cli.errors import UserError  # noqa: E402
 from aslfeat_cli.matching import MatchOptions  # noqa: E402
 from aslfeat_cli.reconstruct import image_root, reconstruct_from_features  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from .conftest import require_shared  # noqa: E402
+
 FEATURE_SOURCES = ["aslfeat", "sift"]
 NUM_KEYPOINTS = 4000
 # Lowe ratio per feature source: SIFT needs it on sacre_coeur, ASLFeat matches best without.
@@ -35,8 +36,6 @@ MAX_DIM = 1024
 
 
 def _images(folder: Path) -> list[tuple[Path, str]]:
-    if not folder.is_dir():
-        pytest.skip(f"{folder}: ../shared/data not found")
     return [(p, p.name) for p in sorted(folder.glob("*.jpg"))]
 
 
@@ -105,7 +104,7 @@ def test_sacre_coeur_all_registered(extract, tmp_path):
         # RootSIFT + mutual NN registers 4/10 in some runs (pycolmap's verification and mapper
         # are not deterministic): a known weakness of the baseline, not of our pipeline.
         pytest.skip("sacre_coeur is the ASLFeat check; the SIFT baseline is flaky there")
-    images = _images(DATA / "sfm" / "sacre_coeur" / "images")
+    images = _images(require_shared("sfm", "sacre_coeur", "images", reason="SfM check"))
     assert len(images) == 10
     features = tmp_path / "features.h5"
     extract(images, features)
@@ -128,8 +127,9 @@ def test_sacre_coeur_all_registered(extract, tmp_path):
 
 @pytest.mark.slow
 def test_fountain_cameras_match_ground_truth(extract, tmp_path):
-    images = _images(DATA / "sfm" / "fountain-P11" / "images")
-    gt = json.loads((DATA / "sfm" / "fountain-P11" / "cameras_gt.json").read_text())
+    scene = require_shared("sfm", "fountain-P11", reason="SfM check")
+    images = _images(scene / "images")
+    gt = json.loads((scene / "cameras_gt.json").read_text())
     features = tmp_path / "features.h5"
     extract(images, features)
     stats = reconstruct_from_features(

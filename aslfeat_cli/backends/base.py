@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -28,19 +27,34 @@ PRECISION_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def default_model_path() -> Path:
-    """The shipped model: $ASLFEAT_MODEL, the repository's weights/ (editable install) or the
-    copy installed under <prefix>/share/aslfeat/weights."""
+    """The shipped model: $ASLFEAT_MODEL, else the package data ``aslfeat_cli/weights``
+    (a wheel or ``pip install .``), else the repository's ``weights/`` (editable install)."""
     env = os.environ.get("ASLFEAT_MODEL")
     if env:
         return Path(env)
     candidates = [
+        _packaged_model(),
         Path(__file__).resolve().parents[2] / "weights" / MODEL_FILE,
-        Path(sys.prefix) / "share" / "aslfeat" / "weights" / MODEL_FILE,
     ]
     for path in candidates:
-        if path.exists():
+        if path is not None and path.is_file():
             return path
-    return candidates[0]
+    return candidates[-1]
+
+
+def _packaged_model() -> Path | None:
+    """The model installed as package data, as a file path (None when not installed so).
+
+    Wheels install packages as plain folders, so the resource is a real file and the runtimes
+    can memory-map it; zipped installs are not supported (no ``as_file`` copy to clean up).
+    """
+    from importlib import resources
+
+    try:
+        resource = resources.files("aslfeat_cli") / "weights" / MODEL_FILE
+    except (ModuleNotFoundError, TypeError):
+        return None
+    return Path(str(resource)) if resource.is_file() else None
 
 
 def model_file(model: str | Path | None) -> Path:

@@ -114,6 +114,8 @@ def command(
             "run aslfeat match with the same pairs"
         )
     paths = {name: image_dir / name for name in used} if image_dir is not None else None
+    database.parent.mkdir(parents=True, exist_ok=True)
+    colmap_db.require_space(database, features, used, matches, pairs)
     colmap_db.import_features(database, features, used, paths, single_camera, not quiet)
     written = colmap_db.import_matches(
         database, matches, pairs, min_score, inliers_only, progress=not quiet

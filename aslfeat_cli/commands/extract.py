@@ -111,7 +111,8 @@ Examples:
     type=click.IntRange(min=16),
     default=None,
     help="Downscale images so the long side fits; keypoints stay in original pixels. "
-    "Without it images above 4096 px are downscaled to 4096 (with a notice).",
+    "Without it images above 2 megapixels are downscaled to 2 MP (notice printed once), "
+    "which keeps peak memory under 2 GB.",
 )
 @click.option("--multi-scale", is_flag=True, help="Detect on an image pyramid (slower).")
 @model_option

@@ -1,0 +1,51 @@
+"""Two `aslfeat extract -o same.db` at once: the second is refused (like an HDF5 output) and
+the database stays consistent (one camera per image, no orphans)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import skimage.data
+
+from .conftest import ROOT
+
+pycolmap = pytest.importorskip("pycolmap")
+MODEL = ROOT / "weights" / "aslfeat.onnx"
+
+
+def _extract(images: Path, output: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "aslfeat_cli", "-q", "extract", str(images), "-o", str(output)]
+    command += ["--num-keypoints", "200"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(not MODEL.is_file(), reason="weights/aslfeat.onnx not built")
+def test_second_writer_of_a_database_is_refused(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    photo = skimage.data.astronaut()
+    for i in range(12):  # about 0.3 s each: the first run is still busy when the second starts
+        crop = cv2.cvtColor(photo[i * 8 : i * 8 + 384, i * 8 : i * 8 + 512], cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(images / f"{i:02d}.jpg"), crop)
+    output = tmp_path / "database.db"
+    first = _extract(images, output)
+    deadline = time.monotonic() + 120
+    while not (output.exists() and output.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = _extract(images, output)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 1 and "Traceback" not in err
+    assert "being written by another aslfeat run" in err, err
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    db = pycolmap.Database.open(output)
+    try:
+        assert db.num_images() == 12
+        assert db.num_cameras() == 12  # no orphan camera from the refused run
+    finally:
+        db.close()
