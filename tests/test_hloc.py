@@ -76,7 +76,9 @@ def sacre_coeur(tmp_path_factory) -> dict[str, Path]:
 def test_hloc_io_reads_our_files(hloc, sacre_coeur):
     """(a) hloc.utils.io: names, keypoints and matches as we wrote them (both directions)."""
     from hloc.utils import io as hloc_io
+    from hloc.utils.parsers import names_to_pair
 
+    assert h5io.names_to_pair("a/b.jpg", "c.jpg") == names_to_pair("a/b.jpg", "c.jpg")
     features, matches = sacre_coeur["features"], sacre_coeur["matches"]
     names = sorted(h5io.list_names(features))
     assert sorted(hloc_io.list_h5_names(features)) == names
