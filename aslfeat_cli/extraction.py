@@ -223,7 +223,9 @@ def _attr_str(value: Any) -> str:
 class _ColmapSink:
     """COLMAP database through :class:`aslfeat_cli.colmap_db.ColmapFeatureWriter`."""
 
-    def __init__(self, output: Path, single_camera: bool, overwrite: bool) -> None:
+    def __init__(
+        self, output: Path, single_camera: bool, overwrite: bool, descriptors: str = "raw"
+    ) -> None:
         from .colmap_db import ColmapFeatureWriter
 
         _prepare_output(output, _is_sqlite, "an SQLite (COLMAP) database")
@@ -232,7 +234,7 @@ class _ColmapSink:
             logger.warning("--overwrite: replacing the COLMAP database %s", output)
             output.unlink()
         try:
-            self.writer = ColmapFeatureWriter(output, single_camera=single_camera)
+            self.writer = ColmapFeatureWriter(output, single_camera, descriptors)
             self.writer.__enter__()
         except UserError:
             raise
@@ -366,6 +368,7 @@ def run_extraction(
     single_camera: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    colmap_descriptors: str = "raw",
 ) -> ExtractionSummary:
     """Extract features for ``images`` (from :func:`find_images`) into ``output``.
 
@@ -387,7 +390,7 @@ def run_extraction(
         settings["descriptor_dtype"] = descriptor_dtype.name
         sink: _Sink = _H5Sink(output, settings, descriptor_dtype)
     else:
-        sink = _ColmapSink(output, single_camera, overwrite)
+        sink = _ColmapSink(output, single_camera, overwrite, colmap_descriptors)
 
     summary = ExtractionSummary()
     start = time.perf_counter()

@@ -158,6 +158,7 @@ def reconstruct_from_features(
     num_threads: int = -1,
     seed: int | None = 0,
     attempts: int = 3,
+    colmap_descriptors: str = "raw",
 ) -> ReconstructionStats:
     """Match, build the database and map, from features already in ``features``.
 
@@ -193,7 +194,9 @@ def reconstruct_from_features(
         summary.mean_matches,
     )
     paths = {name: Path(path) for path, name in images}
-    colmap_db.import_features(database, features, names, paths, single_camera, progress)
+    colmap_db.import_features(
+        database, features, names, paths, single_camera, progress, colmap_descriptors
+    )
     colmap_db.import_matches(database, matches, pairs, progress=progress)
     verified = colmap_db.verify_matches(database, pairs)
     logger.info("%d pair(s) geometrically verified", verified)
@@ -243,6 +246,7 @@ def run_reconstruction(
     num_threads: int = -1,
     seed: int | None = 0,
     attempts: int = 3,
+    colmap_descriptors: str = "raw",
 ) -> ReconstructionStats:
     """Extract features with ``extractor`` into OUT/features.h5 (resuming), then
     :func:`reconstruct_from_features`."""
@@ -275,4 +279,5 @@ def run_reconstruction(
         num_threads=num_threads,
         seed=seed,
         attempts=attempts,
+        colmap_descriptors=colmap_descriptors,
     )

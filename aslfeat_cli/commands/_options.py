@@ -35,3 +35,14 @@ image_root_option = click.option(
     help="Folder that image names are relative to (default: the folder holding all inputs; "
     "for --image-list, the list's folder).",
 )
+
+colmap_descriptors_option = click.option(
+    "--colmap-descriptors",
+    type=click.Choice(["raw", "aliked"]),
+    default="raw",
+    show_default=True,
+    help="How descriptors are typed in the COLMAP database (bit-exact float32 both ways). "
+    "raw: for aslfeat match only. aliked: typed ALIKED_N16ROT so an ONNX-enabled COLMAP "
+    "matches them itself (ALIKED_BRUTEFORCE with --AlikedMatching.brute_force_min_cossim "
+    "0.5; never LightGlue).",
+)

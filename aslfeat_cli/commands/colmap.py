@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ._options import colmap_descriptors_option
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ Examples:
     is_flag=True,
     help="Import only matches flagged by 'aslfeat match --verify' (when present).",
 )
+@colmap_descriptors_option
 @click.option(
     "--skip-verification",
     is_flag=True,
@@ -70,6 +72,7 @@ def command(
     single_camera: bool,
     min_score: float | None,
     inliers_only: bool,
+    colmap_descriptors: str,
     skip_verification: bool,
 ) -> None:
     """Import FEATURES and MATCHES (hloc HDF5 files) into a COLMAP database.
@@ -110,7 +113,9 @@ def command(
             "run aslfeat match with the same pairs"
         )
     paths = {name: image_dir / name for name in used} if image_dir is not None else None
-    colmap_db.import_features(database, features, used, paths, single_camera, not quiet)
+    colmap_db.import_features(
+        database, features, used, paths, single_camera, not quiet, colmap_descriptors
+    )
     written = colmap_db.import_matches(
         database, matches, pairs, min_score, inliers_only, progress=not quiet
     )

@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import device_option, image_list_option, image_root_option, model_option
+from ._options import (
+    colmap_descriptors_option,
+    device_option,
+    image_list_option,
+    image_root_option,
+    model_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +123,7 @@ Examples:
 @click.option(
     "--single-camera", is_flag=True, help="COLMAP: all images share one camera (one size)."
 )
+@colmap_descriptors_option
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -156,6 +163,7 @@ def command(
     fp16: bool,
     fmt: str | None,
     single_camera: bool,
+    colmap_descriptors: str,
     overwrite: bool,
     descriptor_dtype: str,
     workers: int | None,
@@ -183,6 +191,10 @@ def command(
     source = ctx.get_parameter_source
     if single_camera and fmt != "colmap":
         raise click.BadParameter("only applies to --format colmap", param_hint="--single-camera")
+    if fmt != "colmap" and colmap_descriptors != "raw":
+        raise click.BadParameter(
+            "only applies to --format colmap", param_hint="--colmap-descriptors"
+        )
     if fmt == "colmap" and source("descriptor_dtype") == click.core.ParameterSource.COMMANDLINE:
         raise click.BadParameter(
             "only applies to --format h5 (COLMAP stores float32)", param_hint="--descriptor-dtype"
@@ -212,6 +224,7 @@ def command(
         single_camera=single_camera,
         progress=not quiet,
         workers=workers,
+        colmap_descriptors=colmap_descriptors,
     )
     if not quiet or summary.n_failed:
         click.echo(summary.format(), err=True)

@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import device_option, image_list_option, image_root_option, model_option
+from ._options import (
+    colmap_descriptors_option,
+    device_option,
+    image_list_option,
+    image_root_option,
+    model_option,
+)
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -61,6 +67,7 @@ Examples:
     "nearest neighbours registered 10/10 images, ratio 0.9 only 2. For SIFT features use 0.8.",
 )
 @click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
+@colmap_descriptors_option
 @click.option(
     "--threads", type=int, default=-1, show_default=True, help="Mapper threads (-1 = all)."
 )
@@ -94,6 +101,7 @@ def command(
     device: str,
     ratio: float,
     single_camera: bool,
+    colmap_descriptors: str,
     threads: int,
     mapper_attempts: int,
     overwrite: bool,
@@ -135,6 +143,7 @@ def command(
         progress=not quiet,
         num_threads=threads,
         attempts=mapper_attempts,
+        colmap_descriptors=colmap_descriptors,
     )
     if features is not None:
         stats = reconstruct_from_features(images, features, output, **common)
