@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -46,3 +48,71 @@ colmap_descriptors_option = click.option(
     "matches them itself (ALIKED_BRUTEFORCE with --AlikedMatching.brute_force_min_cossim "
     "0.5; never LightGlue).",
 )
+
+
+class TopK(click.ParamType):
+    """A keypoint count: an integer >= 0, or 'none'/'all' (= 0: every keypoint kept)."""
+
+    name = "N|none"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        if isinstance(value, int):
+            number = value
+        elif str(value).strip().lower() in ("none", "all"):
+            return 0
+        else:
+            try:
+                number = int(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number or 'none'", param, ctx)
+        if number < 0:
+            self.fail(f"{number} is negative", param, ctx)
+        return number
+
+
+num_keypoints_option = click.option(
+    "--num-keypoints",
+    type=TopK(),
+    default=5000,
+    show_default=True,
+    help="Keep the N best keypoints; 0 or 'none' keeps all above the score threshold.",
+)
+
+
+def quiet_flag(ctx: click.Context) -> bool:
+    """Whether -q was given, to the group or after the subcommand."""
+    return bool((ctx.find_object(dict) or {}).get("quiet"))
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    # Merge with the group's -q/-v (ctx.obj is shared) and log the same way it does.
+    from ..cli import configure_logging
+
+    obj = ctx.find_object(dict)
+    if obj is None:
+        obj = ctx.ensure_object(dict)
+    if param.name == "quiet":
+        obj["quiet"] = bool(obj.get("quiet")) or bool(value)
+    else:
+        obj["verbose"] = max(int(obj.get("verbose") or 0), int(value or 0))
+    configure_logging(int(obj.get("verbose") or 0), bool(obj.get("quiet")))
+
+
+def verbosity_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """-q/--quiet and -v/--verbose after a subcommand, as the group's (``aslfeat -q ...``)."""
+    func = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_set_verbosity,
+        help="More log output (-vv for debug); same as before the subcommand.",
+    )(func)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_verbosity,
+        help="Only errors; no progress bars or summary; same as before the subcommand.",
+    )(func)

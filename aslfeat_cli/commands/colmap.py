@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import colmap_descriptors_option
+from ._options import colmap_descriptors_option, verbosity_options
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ Examples:
     is_flag=True,
     help="Do not run pycolmap's geometric verification afterwards.",
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,

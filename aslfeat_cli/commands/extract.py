@@ -14,45 +14,18 @@ from ._options import (
     image_list_option,
     image_root_option,
     model_option,
+    num_keypoints_option,
+    quiet_flag,
+    verbosity_options,
 )
 
 logger = logging.getLogger(__name__)
-
-
-class TopK(click.ParamType):
-    """A keypoint count: an integer >= 0, or 'none'/'all' (= 0: every keypoint kept)."""
-
-    name = "N|none"
-
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 (click's signature)
-        if isinstance(value, int):
-            number = value
-        elif str(value).strip().lower() in ("none", "all"):
-            return 0
-        else:
-            try:
-                number = int(value)
-            except ValueError:
-                self.fail(f"{value!r} is not a whole number or 'none'", param, ctx)
-        if number < 0:
-            self.fail(f"{number} is negative", param, ctx)
-        return number
 
 
 def _check_nms(ctx: click.Context, param: click.Parameter, value: int) -> int:
     if value < 0 or (value > 1 and value % 2 == 0):
         raise click.BadParameter("must be 0 or 1 (off) or an odd window size like 3 or 5")
     return value
-
-
-def _apply_verbosity(ctx: click.Context, quiet: bool, verbose: int) -> bool:
-    """Honour -q/-v given after the subcommand too; returns whether output is quiet."""
-    quiet = quiet or bool((ctx.obj or {}).get("quiet"))
-    if quiet:
-        logging.getLogger().setLevel(logging.ERROR)
-    elif verbose:
-        logging.getLogger().setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
-    return quiet
 
 
 @click.command(
@@ -75,14 +48,14 @@ Examples:
 )
 @image_list_option
 @image_root_option
+@num_keypoints_option
 @click.option(
-    "--num-keypoints",
-    type=TopK(),
-    default=5000,
+    "--score-threshold",
+    type=float,
+    default=0.5,
     show_default=True,
-    help="Keep the N best keypoints; 0 or 'none' keeps all above --score-threshold.",
+    help="Keep peaks whose detection score is above this (the official setting).",
 )
-@click.option("--score-threshold", type=float, default=0.5, show_default=True)
 @click.option(
     "--edge-threshold",
     type=click.FloatRange(min=0),
@@ -143,8 +116,7 @@ Examples:
     default=None,
     help="Image decoding threads (default: min(4, CPUs - 1)).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bar or summary.")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -167,8 +139,6 @@ def command(
     overwrite: bool,
     descriptor_dtype: str,
     workers: int | None,
-    quiet: bool,
-    verbose: int,
 ) -> None:
     """Extract ASLFeat keypoints and descriptors from images.
 
@@ -183,7 +153,7 @@ def command(
 
     from ..extraction import find_images, run_extraction
 
-    quiet = _apply_verbosity(ctx, quiet, verbose)
+    quiet = quiet_flag(ctx)
     if not inputs and image_list is None:
         raise click.UsageError("give image files or folders, or --image-list")
     if fmt is None:

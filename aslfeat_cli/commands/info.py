@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._options import device_option, model_option
+from ._options import device_option, model_option, verbosity_options
 
 
 @click.command(
@@ -16,6 +16,7 @@ from ._options import device_option, model_option
 )
 @model_option
 @device_option
+@verbosity_options
 def command(model: Path | None, device: str) -> None:
     """Print what `aslfeat extract` would run on, as 'key: value' lines on stdout."""
     import onnxruntime as ort

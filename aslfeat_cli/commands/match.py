@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ._options import verbosity_options
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ Examples:
 @click.option(
     "--overwrite", is_flag=True, help="Start a new matches file (default: resume, skip pairs)."
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,

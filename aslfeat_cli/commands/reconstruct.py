@@ -14,6 +14,8 @@ from ._options import (
     image_list_option,
     image_root_option,
     model_option,
+    num_keypoints_option,
+    verbosity_options,
 )
 from .pairs import pair_mode_options, quiet_flag
 
@@ -47,7 +49,7 @@ Examples:
     help="Use this features file (hloc layout) instead of extracting.",
 )
 @pair_mode_options
-@click.option("--num-keypoints", type=click.IntRange(min=1), default=5000, show_default=True)
+@num_keypoints_option
 @click.option(
     "--max-dim",
     type=click.IntRange(min=16),
@@ -83,6 +85,7 @@ Examples:
     is_flag=True,
     help="Redo everything in OUTPUT (default: reuse features and matches already there).",
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,

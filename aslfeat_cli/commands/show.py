@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from ..errors import UserError
+from ._options import verbosity_options
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ Examples:
     show_default=True,
     help="At most this many match lines per picture.",
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,
