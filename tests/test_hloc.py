@@ -2,8 +2,9 @@
 
 (a) hloc's io helpers read our features and matches; (b) its NN-mutual ``match_features``
 gives exactly ``aslfeat match``'s matches; (c) its ``reconstruction.main`` on our features and
-matches registers every sacre_coeur photo; (d) its own ``extract_features.main`` with our
-registered extractor writes the features ``aslfeat extract`` writes.
+matches registers every sacre_coeur photo, and that model triangulates again from a database
+written by ``aslfeat colmap`` (pycolmap's reference-model triangulation); (d) its own
+``extract_features.main`` with our registered extractor writes what ``aslfeat extract`` writes.
 
 Needs ../shared (hloc's package and the photos): skipped where absent, required under CI=true.
 hloc's extract/match steps also need torch (the export extra) and Pillow.
@@ -114,22 +115,68 @@ def test_hloc_nn_mutual_equals_aslfeat_match(hloc, sacre_coeur, tmp_path):
         np.testing.assert_array_equal(got, ours, err_msg=f"{name0} {name1}")
 
 
-@pytest.mark.slow
-def test_hloc_reconstruction_registers_all(hloc, sacre_coeur, tmp_path):
-    """(c) hloc's reconstruction.main on our features and matches: 10/10 registered."""
+@pytest.fixture(scope="module")
+def hloc_model(hloc, sacre_coeur, tmp_path_factory):
+    """hloc's reconstruction.main on our features and matches (its sfm folder)."""
     from hloc import reconstruction
 
+    sfm = tmp_path_factory.mktemp("hloc_sfm")
     model = reconstruction.main(
-        tmp_path / "sfm",
+        sfm,
         sacre_coeur["images"],
         sacre_coeur["pairs"],
         sacre_coeur["features"],
         sacre_coeur["matches"],
         mapper_options={"num_threads": 2},
     )
+    return sfm, model
+
+
+@pytest.mark.slow
+def test_hloc_reconstruction_registers_all(hloc_model):
+    """(c) hloc's reconstruction.main on our features and matches: 10/10 registered."""
+    _, model = hloc_model
     assert model is not None
     assert model.num_reg_images() == 10, model.summary()
     assert model.num_points3D() > 1000
+
+
+@pytest.mark.slow
+def test_reference_model_triangulation_on_our_database(hloc_model, sacre_coeur, tmp_path):
+    """A known-poses model triangulated with our database (`aslfeat colmap`) on pycolmap 4.
+
+    hloc's triangulation.main writes its two-view geometries with config UNDEFINED, and
+    pycolmap 4.2 then triangulates nothing; ours come from pycolmap's verification.
+    """
+    import pycolmap
+
+    from aslfeat_cli import colmap_db
+
+    sfm, model = hloc_model
+    database = tmp_path / "database.db"
+    result = CliRunner().invoke(
+        cli,
+        ["-q", "colmap", str(sacre_coeur["features"]), str(sacre_coeur["matches"])]
+        + ["-d", str(database), "--image-dir", str(sacre_coeur["images"])],
+    )
+    assert result.exit_code == 0, result.output
+    ids = colmap_db.image_ids(database)
+    # triangulate_points pairs model and database images by id: ours are given in name order
+    assert {image.name: image_id for image_id, image in model.images.items()} == ids
+    db = pycolmap.Database.open(database)
+    try:
+        names = sorted(ids)
+        geometry = db.read_two_view_geometry(ids[names[0]], ids[names[1]])
+    finally:
+        db.close()
+    assert geometry.config != pycolmap.TwoViewGeometryConfiguration.UNDEFINED
+    reference = pycolmap.Reconstruction(sfm)
+    triangulated = pycolmap.triangulate_points(
+        reference, database, sacre_coeur["images"], tmp_path / "triangulated"
+    )
+    assert triangulated.num_reg_images() == 10
+    # measured: 2230 points triangulated where the mapper made 2237
+    assert triangulated.num_points3D() > 0.8 * model.num_points3D()
 
 
 def test_hloc_extract_features_with_our_extractor(hloc, tmp_path):
