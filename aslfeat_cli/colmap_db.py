@@ -421,11 +421,15 @@ def verify_matches(
     max_error: float = 4.0,
     max_num_trials: int = 20000,
     min_inlier_ratio: float = 0.1,
+    progress: bool = False,
 ) -> int:
     """pycolmap's two-view geometric verification of the pairs (hloc's settings).
 
-    Returns the number of verified pairs in the database afterwards.
+    Returns the number of verified pairs in the database afterwards. ``progress`` shows the
+    elapsed time meanwhile (pycolmap prints nothing for tens of seconds).
     """
+    from .progress import spinner
+
     pycolmap = _pycolmap()
     options = pycolmap.TwoViewGeometryOptions()
     options.ransac.max_error = max_error
@@ -434,7 +438,8 @@ def verify_matches(
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = Path(tmp) / "pairs.txt"
         pairs_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
-        pycolmap.verify_matches(database, pairs_file, options=options)
+        with spinner("geometric verification", progress):
+            pycolmap.verify_matches(database, pairs_file, options=options)
     db = _open_database(database)
     try:
         return int(db.num_verified_image_pairs())

@@ -122,7 +122,7 @@ def command(
     )
     verified = None
     if not skip_verification:
-        verified = colmap_db.verify_matches(database, pairs)
+        verified = colmap_db.verify_matches(database, pairs, progress=not quiet)
     if not quiet:
         line = f"{len(used)} image(s), {written} new pair(s) of matches in {database}"
         if verified is not None:
