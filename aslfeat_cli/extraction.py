@@ -31,6 +31,7 @@ from .images import (
     scale_keypoints,
     walk_images,
 )
+from .keypoints import DETECTION_NOISE
 
 if TYPE_CHECKING:
     from .extractor import Extractor
@@ -205,6 +206,7 @@ class _H5Sink:
             features["descriptors"],
             features["image_size"],
             descriptor_dtype=self.descriptor_dtype,
+            uncertainty=features.get("uncertainty"),
         )
         self.fh.flush()
 
@@ -453,6 +455,9 @@ def _extract_one(extractor: Extractor, loaded: _Loaded) -> dict[str, Any]:
         "scores": np.asarray(result.scores, dtype=np.float32),
         "descriptors": np.asarray(result.descriptors, dtype=np.float32),
         "image_size": loaded.original_size,
+        # hloc's rule: the detection noise times the mean resize factor
+        "uncertainty": DETECTION_NOISE
+        * float(np.mean(np.divide(loaded.original_size, (width, height)))),
     }
 
 

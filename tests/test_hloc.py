@@ -84,7 +84,13 @@ def test_hloc_io_reads_our_files(hloc, sacre_coeur):
     names = sorted(h5io.list_names(features))
     assert sorted(hloc_io.list_h5_names(features)) == names
     ours = h5io.read_features(features, names[3])
-    np.testing.assert_array_equal(hloc_io.get_keypoints(features, names[3]), ours["keypoints"])
+    keypoints, uncertainty = hloc_io.get_keypoints(features, names[3], return_uncertainty=True)
+    np.testing.assert_array_equal(keypoints, ours["keypoints"])
+    # hloc's rule: detection noise (1 px) times the mean resize factor (--max-dim 1024)
+    width, height = ours["image_size"]
+    fit = max(width, height) / MAX_DIM
+    small = np.array([round(width / fit), round(height / fit)])
+    assert uncertainty == pytest.approx(np.mean(ours["image_size"] / small), rel=1e-6)
     for name0, name1 in h5io.list_pairs(matches)[:5]:
         expected, scores = h5io.read_match_pairs(matches, name0, name1)
         got, got_scores = hloc_io.get_matches(matches, name0, name1)

@@ -33,12 +33,10 @@ import sys
 import types
 from typing import Any
 
+from ..keypoints import DETECTION_NOISE  # hloc writes it as the keypoints' "uncertainty"
+
 MODULE = "hloc.extractors.aslfeat"
 
-# Keypoint localisation noise in pixels of the image the network saw, which hloc writes (scaled
-# to the original resolution) as the keypoints' ``uncertainty`` attribute, like its DoG
-# extractor: our keypoints are refined to sub-pixel positions within +-0.5 px.
-DETECTION_NOISE = 1.0
 
 # The model settings of our extractor class (hloc merges a preset's "model" over these).
 DEFAULT_MODEL_CONF: dict[str, Any] = {
