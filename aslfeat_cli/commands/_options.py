@@ -14,7 +14,8 @@ model_option = click.option(
     "--model",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="ONNX model file (default: the shipped weights/aslfeat.onnx).",
+    help="ONNX model file (default: $ASLFEAT_MODEL when set, else the shipped "
+    "weights/aslfeat.onnx).",
 )
 
 device_option = click.option(
