@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 from aslfeat_cli import h5io
 from aslfeat_cli.cli import cli
+from aslfeat_cli.images import fit_size
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HLOC_ROOT = SHARED / "vendor" / "hloc"
@@ -87,10 +88,13 @@ def test_hloc_io_reads_our_files(hloc, sacre_coeur):
     keypoints, uncertainty = hloc_io.get_keypoints(features, names[3], return_uncertainty=True)
     np.testing.assert_array_equal(keypoints, ours["keypoints"])
     # hloc's rule: detection noise (1 px) times the mean resize factor (--max-dim 1024)
-    width, height = ours["image_size"]
-    fit = max(width, height) / MAX_DIM
-    small = np.array([round(width / fit), round(height / fit)])
+    small = np.array(fit_size(*(int(v) for v in ours["image_size"]), MAX_DIM))
     assert uncertainty == pytest.approx(np.mean(ours["image_size"] / small), rel=1e-6)
+    sizes = [h5io.read_features(features, n)["image_size"] for n in names]
+    assert any(max(size) > MAX_DIM for size in sizes)  # some were downscaled: factor > 1
+    resized = next(n for n, size in zip(names, sizes, strict=True) if max(size) > MAX_DIM)
+    _, noise = hloc_io.get_keypoints(features, resized, return_uncertainty=True)
+    assert noise > 1.0
     for name0, name1 in h5io.list_pairs(matches)[:5]:
         expected, scores = h5io.read_match_pairs(matches, name0, name1)
         got, got_scores = hloc_io.get_matches(matches, name0, name1)
