@@ -45,9 +45,9 @@ export: install
 	$(BIN)/aslfeat export $(WEIGHTS) -o $(MODEL)
 
 demo: install
-	$(BIN)/python -m aslfeat_cli.sample $(DEMO)/images
+	$(BIN)/python -m aslfeat_cli.sample $(DEMO)/images $(DEMO)/pairs.txt
 	$(BIN)/aslfeat extract $(DEMO)/images -o $(DEMO)/features.h5 --overwrite
-	$(BIN)/aslfeat match $(DEMO)/features.h5 -o $(DEMO)/matches.h5 --exhaustive --verify homography --overwrite
+	$(BIN)/aslfeat match $(DEMO)/features.h5 -o $(DEMO)/matches.h5 --pairs $(DEMO)/pairs.txt --verify homography --overwrite
 	$(BIN)/aslfeat show $(DEMO)/features.h5 --matches $(DEMO)/matches.h5 --images $(DEMO)/images -o $(DEMO)/pictures
 	@echo "demo written to $(DEMO)/"
 

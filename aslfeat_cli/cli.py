@@ -62,7 +62,16 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
       aslfeat match feats.h5 -o matches.h5 --exhaustive
       aslfeat reconstruct images/ -o sfm/
     """
-    # Our notices at INFO by default; other libraries only from -vv on.
+    obj = ctx.ensure_object(dict)
+    obj["quiet"], obj["verbose"] = quiet, verbose
+    configure_logging(verbose, quiet)
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Log to stderr: our notices at INFO by default; other libraries only from -vv on.
+
+    The group's -q/-v and the same options given after a subcommand both end up here.
+    """
     ours = logging.ERROR if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
     logging.basicConfig(
         level=logging.DEBUG if verbose >= 2 else logging.WARNING,
@@ -71,8 +80,6 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     )
     for name in ("aslfeat_cli", "aslfeat_export", "aslfeat_training"):
         logging.getLogger(name).setLevel(ours)
-    ctx.ensure_object(dict)
-    ctx.obj["quiet"] = quiet
 
 
 def main() -> None:

@@ -6,11 +6,18 @@ get +0.5 on the way in and -0.5 on the way out.
 
 Descriptors: pycolmap 4.2.1 stores descriptors as uint8 blobs with a feature type.
 ``FeatureDescriptorsFloat`` exists, but only for ALIKED/LOMA types (converting to SIFT
-quantises and ``UNDEFINED`` is refused), and labelling our descriptors ALIKED would make
-COLMAP's own matcher run ALIKED's LightGlue on them. So we store the exact float32 bytes
-(little-endian, row-major) in a ``FeatureDescriptors`` of type ``UNDEFINED``: the row has
-4 x D uint8 columns. :func:`read_colmap_descriptors` reinterprets them as N x D float32;
-COLMAP's matchers do not mistake them for SIFT. Match with ``aslfeat match`` instead.
+quantises and ``UNDEFINED`` is refused). Two layouts, chosen by ``descriptors``
+(:data:`DESCRIPTOR_TYPES`), both the exact float32 bytes (little-endian, row-major, 4 x D
+uint8 columns), so :func:`read_colmap_descriptors` gives them back bit-exact either way:
+
+* ``raw`` (default): type ``UNDEFINED``. No COLMAP matcher claims them; match with
+  ``aslfeat match``. (COLMAP's SIFT matcher on such a database aborts the process.)
+* ``aliked``: type ``ALIKED_N16ROT``, so a COLMAP built with ONNX matches them itself with
+  ``--FeatureMatching.type ALIKED_BRUTEFORCE`` (cosine mutual nearest neighbours). Its
+  default ``--AlikedMatching.brute_force_min_cossim 0.85`` is far too strict for ASLFeat
+  (median cosine of our mutual matches: 0.47): use 0.5 or less. Never ALIKED's LightGlue:
+  it was trained on ALIKED descriptors, not ours. pip's pycolmap wheels lack ONNX, and
+  calling that matcher from Python aborts the process, so this package never calls it.
 
 Cameras follow COLMAP's image reader: SIMPLE_RADIAL, focal length from EXIF when the
 image has it (``prior_focal_length`` set), else 1.2 x max(width, height).
@@ -34,6 +41,9 @@ logger = logging.getLogger(__name__)
 CAMERA_MODEL = "SIMPLE_RADIAL"
 DEFAULT_FOCAL_FACTOR = 1.2  # COLMAP's ImageReaderOptions.default_focal_length_factor
 COLMAP_SHIFT = 0.5  # hloc pixel centre at integers -> COLMAP pixel centre at .5
+# --colmap-descriptors choice -> pycolmap.FeatureExtractorType name (see the module docstring).
+DESCRIPTOR_TYPES = {"raw": "UNDEFINED", "aliked": "ALIKED_N16ROT"}
+ALIKED_DIM = 128  # COLMAP's ALIKED descriptors are 128 floats, as ours are
 
 
 def _pycolmap():
@@ -86,9 +96,17 @@ class ColmapFeatureWriter:
                 writer.add(name, path, keypoints, descriptors, (width, height))
     """
 
-    def __init__(self, database: Path, single_camera: bool = False) -> None:
+    def __init__(
+        self, database: Path, single_camera: bool = False, descriptors: str = "raw"
+    ) -> None:
+        if descriptors not in DESCRIPTOR_TYPES:
+            raise UserError(
+                f"unknown COLMAP descriptor type {descriptors!r}: use one of "
+                f"{', '.join(DESCRIPTOR_TYPES)}"
+            )
         self.database = Path(database)
         self.single_camera = single_camera
+        self.descriptors = descriptors
         self._db = None
         self._lock_fd: int | None = None
         self._names: set[str] = set()
@@ -213,14 +231,24 @@ class ColmapFeatureWriter:
             frame.add_data_id(pycolmap.data_t(sensor_id=sensor, id=image_id))
             self._db.write_frame(frame)
             self._db.write_keypoints(image_id, keypoints + COLMAP_SHIFT)
-            # An explicit row width: reshape(0, -1) is undefined for an image without keypoints.
-            width = 4 * (descriptors.shape[1] if descriptors.ndim == 2 else 0)
-            blob = descriptors.view(np.uint8).reshape(len(descriptors), width)
-            self._db.write_descriptors(
-                image_id,
-                pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.UNDEFINED, blob),
-            )
+            self._db.write_descriptors(image_id, self._typed(name, descriptors))
         self._names.add(name)
+
+    def _typed(self, name: str, descriptors: np.ndarray):  # noqa: ANN202 (pycolmap type)
+        """N x D float32 -> pycolmap.FeatureDescriptors of the chosen type (same bytes)."""
+        pycolmap = _pycolmap()
+        kind = getattr(pycolmap.FeatureExtractorType, DESCRIPTOR_TYPES[self.descriptors])
+        if self.descriptors == "aliked":
+            if descriptors.shape[1] != ALIKED_DIM:
+                raise UserError(
+                    f"{name}: --colmap-descriptors aliked needs {ALIKED_DIM}-d descriptors, "
+                    f"got {descriptors.shape[1]}"
+                )
+            return pycolmap.FeatureDescriptorsFloat(kind, descriptors).to_bytes()
+        # An explicit row width: reshape(0, -1) is undefined for an image without keypoints.
+        width = 4 * (descriptors.shape[1] if descriptors.ndim == 2 else 0)
+        blob = np.ascontiguousarray(descriptors, np.float32).view(np.uint8)
+        return pycolmap.FeatureDescriptors(kind, blob.reshape(len(descriptors), width))
 
 
 def image_ids(database: Path) -> dict[str, int]:
@@ -252,8 +280,9 @@ def read_colmap_keypoints(database: Path, name: str) -> np.ndarray:
 def read_colmap_descriptors(database: Path, name: str) -> np.ndarray:
     """An image's descriptors (N, D) float32.
 
-    Our float descriptors (type UNDEFINED, raw float32 bytes) are reinterpreted; SIFT uint8
-    descriptors are converted to float and L2-normalised; ALIKED/LOMA through pycolmap.
+    Our float descriptors are given back bit-exact in both layouts (UNDEFINED raw float32
+    bytes, or typed ALIKED); SIFT uint8 descriptors are converted to float and L2-normalised;
+    LOMA through pycolmap.
     """
     pycolmap = _pycolmap()
     db = _open_database(database)
@@ -261,6 +290,11 @@ def read_colmap_descriptors(database: Path, name: str) -> np.ndarray:
         desc = db.read_descriptors(_image_id(db, database, name))
     finally:
         db.close()
+    return _float_descriptors(pycolmap, desc, database, name)
+
+
+def _float_descriptors(pycolmap, desc, database: Path, name: str) -> np.ndarray:  # noqa: ANN001
+    """pycolmap.FeatureDescriptors -> N x D float32 (see read_colmap_descriptors)."""
     data = np.ascontiguousarray(desc.data)
     if desc.type == pycolmap.FeatureExtractorType.UNDEFINED:
         if data.shape[1] % 4:
@@ -316,6 +350,54 @@ def require_space(
         )
 
 
+def is_database(path: Path) -> bool:
+    """True for an existing SQLite file (what a COLMAP database is)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+
+
+def export_features(database: Path, features_path: Path) -> list[str]:
+    """Write a database's keypoints and float descriptors to an HDF5 features file.
+
+    COLMAP keeps no detection scores: they are written as ones. Returns the image names.
+    Images without keypoints in the database are left out.
+    """
+    import h5py
+
+    from . import h5io
+
+    pycolmap = _pycolmap()
+    db = _open_database(database)
+    names = []
+    try:
+        images = db.read_all_images()
+        cameras = {camera.camera_id: camera for camera in db.read_all_cameras()}
+        with h5py.File(features_path, "w") as fh:
+            for image in images:
+                if db.num_keypoints_for_image(image.image_id) == 0:
+                    continue
+                keypoints = db.read_keypoints(image.image_id)[:, :2] - COLMAP_SHIFT
+                desc = _float_descriptors(
+                    pycolmap, db.read_descriptors(image.image_id), database, image.name
+                )
+                camera = cameras[image.camera_id]
+                h5io.write_features(
+                    fh,
+                    image.name,
+                    keypoints,
+                    np.ones(len(keypoints), np.float32),
+                    desc,
+                    (camera.width, camera.height),
+                )
+                names.append(image.name)
+    finally:
+        db.close()
+    return names
+
+
 def import_features(
     database: Path,
     features_path: Path,
@@ -323,11 +405,13 @@ def import_features(
     image_paths: Mapping[str, Path] | None = None,
     single_camera: bool = False,
     progress: bool = True,
+    descriptors: str = "raw",
 ) -> dict[str, int]:
     """Add images from an HDF5 features file to a database; returns name -> image id.
 
     Images already in the database are kept when their keypoints equal ours (a resumed
-    import) and refused otherwise, before anything is written.
+    import) and refused otherwise, before anything is written. ``descriptors``: the
+    layout of new images' descriptors, ``raw`` or ``aliked`` (module docstring).
     """
     from tqdm import tqdm
 
@@ -344,7 +428,7 @@ def import_features(
                     f"{database} already holds image {name!r} with other keypoints; "
                     "use a new database"
                 )
-    with ColmapFeatureWriter(database, single_camera=single_camera) as writer:
+    with ColmapFeatureWriter(database, single_camera, descriptors) as writer:
         for name in tqdm(names, desc="database", disable=not progress, unit="img"):
             if name in writer.names():
                 continue
@@ -415,6 +499,7 @@ def verify_matches(
     max_error: float = 4.0,
     max_num_trials: int = 20000,
     min_inlier_ratio: float = 0.1,
+    progress: bool = False,
 ) -> int:
     """pycolmap's two-view geometric verification of the matched pairs (hloc's settings).
 
@@ -422,17 +507,22 @@ def verify_matches(
     :func:`import_matches`, are among them), through pycolmap's API rather than a
     space-separated pairs file, so that image names may hold spaces and newlines. Pairs
     verified before are left alone. Returns the number of verified pairs afterwards.
+    ``progress`` shows the elapsed time meanwhile (pycolmap prints nothing for tens of
+    seconds).
     """
+    from .progress import spinner
+
     pycolmap = _pycolmap()
     options = pycolmap.TwoViewGeometryOptions()
     options.ransac.max_error = max_error
     options.ransac.max_num_trials = max_num_trials
     options.ransac.min_inlier_ratio = min_inlier_ratio
-    pycolmap.geometric_verification(
-        database,
-        pairing_options=pycolmap.ExistingMatchedPairingOptions(),
-        two_view_geometry_options=options,
-    )
+    with spinner("geometric verification", progress):
+        pycolmap.geometric_verification(
+            database,
+            pairing_options=pycolmap.ExistingMatchedPairingOptions(),
+            two_view_geometry_options=options,
+        )
     db = _open_database(database)
     try:
         return int(db.num_verified_image_pairs())

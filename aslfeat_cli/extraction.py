@@ -37,6 +37,7 @@ from .images import (
     scale_keypoints,
     walk_images,
 )
+from .keypoints import DETECTION_NOISE
 from .outputs import prepare_output_file as _prepare_output
 from .settings import (
     FEATURES_ID,
@@ -229,6 +230,7 @@ class _H5Sink:
             features["descriptors"],
             features["image_size"],
             descriptor_dtype=self.descriptor_dtype,
+            uncertainty=features.get("uncertainty"),
         )
         if features.get(IMAGE_SHA256):
             self.fh[name].attrs[IMAGE_SHA256] = features[IMAGE_SHA256]
@@ -242,7 +244,12 @@ class _ColmapSink:
     """COLMAP database through :class:`aslfeat_cli.colmap_db.ColmapFeatureWriter`."""
 
     def __init__(
-        self, output: Path, single_camera: bool, overwrite: bool, settings: dict[str, Any]
+        self,
+        output: Path,
+        single_camera: bool,
+        overwrite: bool,
+        settings: dict[str, Any],
+        descriptors: str = "raw",
     ) -> None:
         from .colmap_db import ColmapFeatureWriter
 
@@ -259,7 +266,7 @@ class _ColmapSink:
             logger.warning("--overwrite: replacing the COLMAP database %s", output)
             output.unlink()
         try:
-            self.writer = ColmapFeatureWriter(output, single_camera=single_camera)
+            self.writer = ColmapFeatureWriter(output, single_camera, descriptors)
             self.writer.__enter__()
         except UserError:
             raise
@@ -416,6 +423,7 @@ def run_extraction(
     single_camera: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    colmap_descriptors: str = "raw",
 ) -> ExtractionSummary:
     """Extract features for ``images`` (from :func:`find_images`) into ``output``.
 
@@ -437,7 +445,7 @@ def run_extraction(
         sink: _Sink = _H5Sink(output, settings, descriptor_dtype, overwrite)
     else:
         settings = extraction_settings(extractor, np.float32)  # COLMAP stores float32
-        sink = _ColmapSink(output, single_camera, overwrite, settings)
+        sink = _ColmapSink(output, single_camera, overwrite, settings, colmap_descriptors)
 
     summary = ExtractionSummary()
     start = time.perf_counter()
@@ -533,6 +541,9 @@ def _extract_one(extractor: Extractor, loaded: _Loaded) -> dict[str, Any]:
         "descriptors": np.asarray(result.descriptors, dtype=np.float32),
         "image_size": loaded.original_size,
         IMAGE_SHA256: loaded.sha256,
+        # hloc's rule: the detection noise times the mean resize factor
+        "uncertainty": DETECTION_NOISE
+        * float(np.mean(np.divide(loaded.original_size, (width, height)))),
     }
 
 

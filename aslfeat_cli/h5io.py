@@ -81,10 +81,13 @@ def write_features(
     descriptors: np.ndarray,
     image_size: tuple[int, int] | np.ndarray,
     descriptor_dtype: Any = np.float32,
+    uncertainty: float | None = None,
 ) -> None:
     """Write one image's features as hloc does (descriptors stored D x N).
 
     Replaces an existing group of that name. ``descriptors`` are given N x D.
+    ``uncertainty`` (keypoint noise in original pixels) becomes the ``keypoints`` attribute
+    hloc's extract_features writes and its triangulation reads.
     """
     keypoints = np.asarray(keypoints, dtype=np.float32)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -103,6 +106,8 @@ def write_features(
         )
     grp = _replace_group(fh, name)
     grp.create_dataset("keypoints", data=keypoints)
+    if uncertainty is not None:
+        grp["keypoints"].attrs["uncertainty"] = np.float32(uncertainty)
     grp.create_dataset("scores", data=scores)
     grp.create_dataset("descriptors", data=np.ascontiguousarray(descriptors.T, descriptor_dtype))
     grp.create_dataset("image_size", data=np.asarray(image_size, dtype=np.int64).reshape(2))

@@ -20,6 +20,10 @@ import numpy as np
 DESCRIPTOR_STRIDE = 4
 # Newton steps are clipped to half a pixel, as in the official graph.
 REFINEMENT_CLIP = 0.5
+# Keypoint localisation noise in pixels of the image the network saw, stored (scaled to the
+# original resolution) as hloc's ``uncertainty`` attribute of ``keypoints``; 1 px like hloc's
+# DoG extractor: refined peaks sit within REFINEMENT_CLIP of a pixel centre.
+DETECTION_NOISE = 1.0
 # The edge test looks at the score map's curvature over 3-pixel steps (official: dilation=3).
 EDGE_DILATION = 3
 

@@ -40,6 +40,11 @@ class ReconstructionStats:
     verified_pairs: int
     seconds: float
     model_path: Path | None
+    # seconds per step (extraction: 0 when features were given)
+    extract_seconds: float = 0.0
+    match_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    map_seconds: float = 0.0
 
     def table(self) -> str:
         """The stats as an aligned two-column table."""
@@ -51,6 +56,10 @@ class ReconstructionStats:
             ("mean reprojection error (px)", f"{self.mean_reprojection_error:.3f}"),
             ("models", f"{self.n_models}"),
             ("verified pairs", f"{self.verified_pairs}"),
+            ("extraction seconds", f"{self.extract_seconds:.1f}"),
+            ("matching seconds", f"{self.match_seconds:.1f}"),
+            ("verification seconds", f"{self.verify_seconds:.1f}"),
+            ("mapping seconds", f"{self.map_seconds:.1f}"),
             ("seconds", f"{self.seconds:.1f}"),
             ("model", str(self.model_path) if self.model_path else "-"),
         ]
@@ -117,8 +126,14 @@ def _map(
     attempts: int,
     num_threads: int,
     seed: int | None,
+    progress: bool = False,
 ) -> dict:
-    """Incremental mapping into OUT/models, retried while images stay unregistered."""
+    """Incremental mapping into OUT/models, retried while images stay unregistered.
+
+    With ``progress``, a bar counts registered images (the mapper's callbacks, as hloc does).
+    """
+    from tqdm import tqdm
+
     best: dict = {}
     best_count = -1
     for attempt in range(max(1, attempts)):
@@ -128,7 +143,28 @@ def _map(
         models_dir.mkdir()
         run_seed = None if seed is None else seed + attempt
         options = _mapper_options(pycolmap, num_threads, run_seed)
-        models = pycolmap.incremental_mapping(database, images_dir, models_dir, options)
+        with tqdm(
+            total=n_images,
+            desc=f"mapping (attempt {attempt + 1})",
+            unit="img",
+            disable=not progress,
+        ) as bar:
+
+            def registered(bar: tqdm = bar) -> None:
+                bar.update(1)
+
+            def restart(bar: tqdm = bar) -> None:  # a new model starts from an image pair
+                bar.reset()
+                bar.update(2)
+
+            models = pycolmap.incremental_mapping(
+                database,
+                images_dir,
+                models_dir,
+                options,
+                initial_image_pair_callback=restart,
+                next_image_callback=registered,
+            )
         count = max((m.num_reg_images() for m in models.values()), default=0)
         if count > best_count:
             best, best_count = models, count
@@ -159,6 +195,7 @@ def reconstruct_from_features(
     num_threads: int = -1,
     seed: int | None = 0,
     attempts: int = 3,
+    colmap_descriptors: str = "raw",
 ) -> ReconstructionStats:
     """Match, build the database and map, from features already in ``features``.
 
@@ -188,6 +225,7 @@ def reconstruct_from_features(
     else:  # the pairs still go to pycolmap through its API; only this record is left out
         logger.warning("image names hold spaces: %s is not written", out_dir / "pairs.txt")
     matches = out_dir / "matches.h5"
+    step = time.perf_counter()
     summary = match_pairs(
         features, pairs, matches, match_options, overwrite=overwrite, progress=progress
     )
@@ -196,16 +234,31 @@ def reconstruct_from_features(
         summary.n_matched + summary.n_skipped,
         summary.mean_matches,
     )
+    match_seconds = time.perf_counter() - step
     paths = {name: Path(path) for path, name in images}
     colmap_db.require_space(database, features, names, matches, pairs)
-    colmap_db.import_features(database, features, names, paths, single_camera, progress)
+    colmap_db.import_features(
+        database, features, names, paths, single_camera, progress, colmap_descriptors
+    )
     colmap_db.import_matches(database, matches, pairs, progress=progress)
-    verified = colmap_db.verify_matches(database, pairs)
+    step = time.perf_counter()
+    verified = colmap_db.verify_matches(database, pairs, progress=progress)
+    verify_seconds = time.perf_counter() - step
     logger.info("%d pair(s) geometrically verified", verified)
 
+    step = time.perf_counter()
     models = _map(
-        pycolmap, database, image_root(images), out_dir, len(names), attempts, num_threads, seed
+        pycolmap,
+        database,
+        image_root(images),
+        out_dir,
+        len(names),
+        attempts,
+        num_threads,
+        seed,
+        progress,
     )
+    map_seconds = time.perf_counter() - step
     stats = ReconstructionStats(
         n_images=len(names),
         registered=0,
@@ -216,6 +269,9 @@ def reconstruct_from_features(
         verified_pairs=verified,
         seconds=0.0,
         model_path=None,
+        match_seconds=match_seconds,
+        verify_seconds=verify_seconds,
+        map_seconds=map_seconds,
     )
     if models:
         best = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
@@ -259,6 +315,7 @@ def run_reconstruction(
     num_threads: int = -1,
     seed: int | None = 0,
     attempts: int = 3,
+    colmap_descriptors: str = "raw",
 ) -> ReconstructionStats:
     """Extract features with ``extractor`` into OUT/features.h5 (resuming), then
     :func:`reconstruct_from_features`."""
@@ -267,6 +324,7 @@ def run_reconstruction(
     out_dir = Path(out_dir)
     prepare_output_dir(out_dir)
     features = out_dir / "features.h5"
+    step = time.perf_counter()
     result = run_extraction(
         list(images), features, extractor, fmt="h5", overwrite=overwrite, progress=progress
     )
@@ -279,7 +337,8 @@ def run_reconstruction(
             pairs = [(a, b) for a, b in pairs if a not in failed and b not in failed]
     if len(images) < 2:
         raise UserError("fewer than two images with features: nothing to reconstruct")
-    return reconstruct_from_features(
+    extract_seconds = time.perf_counter() - step
+    stats = reconstruct_from_features(
         images,
         features,
         out_dir,
@@ -291,4 +350,8 @@ def run_reconstruction(
         num_threads=num_threads,
         seed=seed,
         attempts=attempts,
+        colmap_descriptors=colmap_descriptors,
     )
+    stats.extract_seconds = extract_seconds
+    stats.seconds += extract_seconds
+    return stats

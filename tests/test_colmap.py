@@ -178,3 +178,70 @@ def test_colmap_command_pairs_not_matched(planar_scene, tmp_path):
         + ["--pairs", str(pairs)],
     )
     assert result.exit_code == 1 and "have no features: 'c.png'" in result.output
+
+
+def test_aliked_typed_descriptors_bit_exact(tmp_path):
+    """--colmap-descriptors aliked: typed ALIKED_N16ROT, the same float32 values back."""
+    db_path = tmp_path / "database.db"
+    kp, desc = _feats(np.random.default_rng(7), n=50)
+    with colmap_db.ColmapFeatureWriter(db_path, descriptors="aliked") as writer:
+        writer.add("a.jpg", None, kp, desc, (640, 480))
+    db = pycolmap.Database.open(db_path)
+    try:
+        stored = db.read_descriptors(db.read_image_with_name("a.jpg").image_id)
+    finally:
+        db.close()
+    assert stored.type == pycolmap.FeatureExtractorType.ALIKED_N16ROT
+    np.testing.assert_array_equal(stored.to_float().data, desc)  # COLMAP's own view
+    np.testing.assert_array_equal(colmap_db.read_colmap_descriptors(db_path, "a.jpg"), desc)
+
+
+def test_aliked_needs_128_dimensions(tmp_path):
+    kp, desc = _feats(np.random.default_rng(8), dim=64)
+    with colmap_db.ColmapFeatureWriter(tmp_path / "db.db", descriptors="aliked") as writer:
+        with pytest.raises(UserError, match="needs 128-d descriptors, got 64"):
+            writer.add("a.jpg", None, kp, desc, (640, 480))
+
+
+@pytest.mark.parametrize("kind", ["raw", "aliked"])
+def test_match_and_colmap_read_database_descriptors(planar_scene, tmp_path, kind):
+    """`aslfeat match DATABASE` gives the matches of the HDF5 features, in both layouts."""
+    db_path = tmp_path / "database.db"
+    runner = CliRunner()
+    args = ["colmap", str(planar_scene / "f.h5"), str(planar_scene / "m.h5"), "-d", str(db_path)]
+    result = runner.invoke(cli, args + ["--colmap-descriptors", kind, "--skip-verification"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "m.h5"
+    result = runner.invoke(cli, ["-q", "match", str(db_path), "-o", str(out), "--exhaustive"])
+    assert result.exit_code == 0, result.output
+    expected, _ = h5io.read_match_pairs(planar_scene / "m.h5", "a.png", "b.png")
+    got, _ = h5io.read_match_pairs(out, "a.png", "b.png")
+    np.testing.assert_array_equal(got, expected)
+    # and `aslfeat colmap` accepts the database again (same keypoints: reused)
+    result = runner.invoke(cli, args + ["--colmap-descriptors", kind])
+    assert result.exit_code == 0 and "0 new pair(s)" in result.stderr, result.output
+
+
+def test_extract_colmap_descriptors(tmp_path):
+    """extract -o x.db --colmap-descriptors aliked types them; refused for HDF5 output."""
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY)[:96, :128])
+    db_path = tmp_path / "x.db"
+    result = CliRunner().invoke(
+        cli, ["-q", "extract", str(image), "-o", str(db_path), "--colmap-descriptors", "aliked"]
+    )
+    assert result.exit_code == 0, result.output
+    db = pycolmap.Database.open(db_path)
+    try:
+        stored = db.read_descriptors(db.read_image_with_name("a.png").image_id)
+    finally:
+        db.close()
+    assert stored.type == pycolmap.FeatureExtractorType.ALIKED_N16ROT and len(stored.data) > 0
+    result = CliRunner().invoke(
+        cli, ["extract", str(image), "-o", str(tmp_path / "f.h5"), "--colmap-descriptors", "aliked"]
+    )
+    assert result.exit_code != 0
+    assert (
+        "--colmap-descriptors" in result.output
+        and "only applies to --format colmap" in result.output
+    )

@@ -28,68 +28,8 @@ def _write(path, items: dict, **kw) -> None:
             )
 
 
-# --- hloc's reading functions, re-implemented minimally from hloc/utils/{io,parsers}.py ----
-
-
-def hloc_names_to_pair(name0, name1, separator="/"):
-    return separator.join((name0.replace("/", "-"), name1.replace("/", "-")))
-
-
-def hloc_names_to_pair_old(name0, name1):
-    return hloc_names_to_pair(name0, name1, separator="_")
-
-
-def hloc_list_h5_names(path):
-    names = []
-    with h5py.File(str(path), "r", libver="latest") as fd:
-
-        def visit_fn(_, obj):
-            if isinstance(obj, h5py.Dataset):
-                names.append(obj.parent.name.strip("/"))
-
-        fd.visititems(visit_fn)
-    return list(set(names))
-
-
-def hloc_get_keypoints(path, name):
-    with h5py.File(str(path), "r", libver="latest") as hfile:
-        return hfile[name]["keypoints"].__array__()
-
-
-def hloc_find_pair(hfile, name0, name1):
-    pair = hloc_names_to_pair(name0, name1)
-    if pair in hfile:
-        return pair, False
-    pair = hloc_names_to_pair(name1, name0)
-    if pair in hfile:
-        return pair, True
-    pair = hloc_names_to_pair_old(name0, name1)
-    if pair in hfile:
-        return pair, False
-    pair = hloc_names_to_pair_old(name1, name0)
-    if pair in hfile:
-        return pair, True
-    raise ValueError(f"Could not find pair {(name0, name1)}")
-
-
-def hloc_get_matches(path, name0, name1):
-    with h5py.File(str(path), "r", libver="latest") as hfile:
-        pair, reverse = hloc_find_pair(hfile, name0, name1)
-        matches = hfile[pair]["matches0"].__array__()
-        scores = hfile[pair]["matching_scores0"].__array__()
-    idx = np.where(matches != -1)[0]
-    matches = np.stack([idx, matches[idx]], -1)
-    if reverse:
-        matches = np.flip(matches, -1)
-    scores = scores[idx]
-    return matches, scores
-
-
-# ------------------------------------------------------------------------------------------
-
-
-def test_names_to_pair_matches_hloc():
-    assert h5io.names_to_pair("a/b.jpg", "c.jpg") == hloc_names_to_pair("a/b.jpg", "c.jpg")
+def test_names_to_pair_layout():
+    # hloc's own names_to_pair is compared in tests/test_hloc.py (the real package).
     assert h5io.names_to_pair("a/b.jpg", "c.jpg") == "a-b.jpg/c.jpg"
 
 
@@ -176,43 +116,3 @@ def test_inliers_mask(tmp_path):
     np.testing.assert_array_equal(pairs, [[0, 2], [3, 1]])
     pairs, _ = h5io.read_match_pairs(path, "a", "b")
     assert len(pairs) == 3
-
-
-def test_hloc_reading_logic_opens_our_files(tmp_path):
-    """hloc's list_h5_names / get_keypoints / get_matches read what we write."""
-    rng = np.random.default_rng(3)
-    feats = tmp_path / "f.h5"
-    items = {"seq/0001.jpg": _features(rng, 20), "seq/0002.jpg": _features(rng, 25)}
-    _write(feats, items)
-    assert sorted(hloc_list_h5_names(feats)) == sorted(items)
-    np.testing.assert_array_equal(
-        hloc_get_keypoints(feats, "seq/0002.jpg"), items["seq/0002.jpg"]["keypoints"]
-    )
-    matches = tmp_path / "m.h5"
-    m0 = np.full(20, -1, np.int32)
-    m0[[1, 5]] = [24, 3]
-    with h5py.File(matches, "w") as fh:
-        h5io.write_matches(fh, "seq/0001.jpg", "seq/0002.jpg", m0, np.full(20, 0.5), None, 25)
-    got, scores = hloc_get_matches(matches, "seq/0001.jpg", "seq/0002.jpg")
-    np.testing.assert_array_equal(got, [[1, 24], [5, 3]])
-    got, _ = hloc_get_matches(matches, "seq/0002.jpg", "seq/0001.jpg")
-    np.testing.assert_array_equal(got, [[24, 1], [3, 5]])
-    assert scores.dtype == np.float32
-
-
-def test_hloc_package_reads_our_files(tmp_path):
-    """hloc's own readers, when hloc is installed (it is not on PyPI)."""
-    hloc_io = pytest.importorskip(
-        "hloc.utils.io",
-        reason="hloc not installed (not on PyPI: pip install git+https://github.com/cvg/"
-        "Hierarchical-Localization); its reading logic is re-implemented in the test above",
-    )
-    rng = np.random.default_rng(5)
-    feats, matches = tmp_path / "f.h5", tmp_path / "m.h5"
-    _write(feats, {"a.jpg": _features(rng, 9), "b.jpg": _features(rng, 4)})
-    m0 = np.array([1, -1, 0, -1, -1, -1, -1, -1, 3], np.int32)
-    with h5py.File(matches, "w") as fh:
-        h5io.write_matches(fh, "a.jpg", "b.jpg", m0, np.ones(9), None, 4)
-    assert hloc_io.get_keypoints(feats, "b.jpg").shape == (4, 2)
-    got, _ = hloc_io.get_matches(matches, "b.jpg", "a.jpg")
-    np.testing.assert_array_equal(got, [[1, 0], [0, 2], [3, 8]])

@@ -92,14 +92,14 @@ def test_show_draws_keypoints_and_verified_matches(scene: dict) -> None:
     out = scene["root"] / "pictures"
     _show(scene, "verified.h5", out)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
-        "keypoints/b.jpg.png",
-        "keypoints/sub-a.png.png",
-        "matches/sub-a.png__b.jpg.png",
+        "keypoints/b.png",
+        "keypoints/sub-a.png",
+        "matches/sub-a__b.png",
     ]
-    keypoints = cv2.imread(str(out / "keypoints" / "sub-a.png.png"))
+    keypoints = cv2.imread(str(out / "keypoints" / "sub-a.png"))
     assert keypoints.shape[1] == 448 and keypoints.shape[0] > 512  # image + header strip
     assert scene["n_inliers"] > 50 and scene["n_matches"] > scene["n_inliers"]
-    matches = cv2.imread(str(out / "matches" / "sub-a.png__b.jpg.png"))
+    matches = cv2.imread(str(out / "matches" / "sub-a__b.png"))
     assert matches.shape[1] == 448 * 2 + 12
     assert _count_colour(matches, GREEN) > 1000 and _count_colour(matches, RED) > 20
 
@@ -113,8 +113,8 @@ def test_show_unverified_matches_are_rainbow_coloured(scene: dict) -> None:
     out = scene["root"] / "plain_pictures"
     _show(scene, "plain.h5", out, "--names", "sub/a.png", "--names", "b.jpg")
     _show(scene, "verified.h5", out / "verified", "--names", "sub/a.png", "--names", "b.jpg")
-    plain = cv2.imread(str(out / "matches" / "sub-a.png__b.jpg.png"))
-    verified = cv2.imread(str(out / "verified" / "matches" / "sub-a.png__b.jpg.png"))
+    plain = cv2.imread(str(out / "matches" / "sub-a__b.png"))
+    verified = cv2.imread(str(out / "verified" / "matches" / "sub-a__b.png"))
     # Without verification the lines are coloured by position (blue on the left), not green.
     assert _count_colour(plain, GREEN, 10) < 50 and _bluish(plain) > 500
     assert _bluish(verified) < 50

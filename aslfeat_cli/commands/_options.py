@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,7 +29,8 @@ model_option = click.option(
     "--model",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="ONNX model file (default: the shipped weights/aslfeat.onnx).",
+    help="ONNX model file (default: $ASLFEAT_MODEL when set, else the shipped "
+    "weights/aslfeat.onnx).",
 )
 
 device_option = click.option(
@@ -75,3 +78,82 @@ image_root_option = click.option(
     help="Folder that image names are relative to (default: the folder holding all inputs; "
     "for --image-list, the list's folder).",
 )
+
+colmap_descriptors_option = click.option(
+    "--colmap-descriptors",
+    type=click.Choice(["raw", "aliked"]),
+    default="raw",
+    show_default=True,
+    help="How descriptors are typed in the COLMAP database (bit-exact float32 both ways). "
+    "raw: for aslfeat match only. aliked: typed ALIKED_N16ROT so an ONNX-enabled COLMAP "
+    "matches them itself (ALIKED_BRUTEFORCE with --AlikedMatching.brute_force_min_cossim "
+    "0.5; never LightGlue).",
+)
+
+
+class TopK(click.ParamType):
+    """A keypoint count: an integer >= 0, or 'none'/'all' (= 0: every keypoint kept)."""
+
+    name = "N|none"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        if isinstance(value, int):
+            number = value
+        elif str(value).strip().lower() in ("none", "all"):
+            return 0
+        else:
+            try:
+                number = int(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number or 'none'", param, ctx)
+        if number < 0:
+            self.fail(f"{number} is negative", param, ctx)
+        return number
+
+
+num_keypoints_option = click.option(
+    "--num-keypoints",
+    type=TopK(),
+    default=5000,
+    show_default=True,
+    help="Keep the N best keypoints; 0 or 'none' keeps all above the score threshold.",
+)
+
+
+def quiet_flag(ctx: click.Context) -> bool:
+    """Whether -q was given, to the group or after the subcommand."""
+    return bool((ctx.find_object(dict) or {}).get("quiet"))
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    # Merge with the group's -q/-v (ctx.obj is shared) and log the same way it does.
+    from ..cli import configure_logging
+
+    obj = ctx.find_object(dict)
+    if obj is None:
+        obj = ctx.ensure_object(dict)
+    if param.name == "quiet":
+        obj["quiet"] = bool(obj.get("quiet")) or bool(value)
+    else:
+        obj["verbose"] = max(int(obj.get("verbose") or 0), int(value or 0))
+    configure_logging(int(obj.get("verbose") or 0), bool(obj.get("quiet")))
+
+
+def verbosity_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """-q/--quiet and -v/--verbose after a subcommand, as the group's (``aslfeat -q ...``)."""
+    func = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_set_verbosity,
+        help="More log output (-vv for debug); same as before the subcommand.",
+    )(func)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_verbosity,
+        help="Only errors; no progress bars or summary; same as before the subcommand.",
+    )(func)

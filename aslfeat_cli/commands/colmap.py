@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import FiniteFloat
+from ._options import FiniteFloat, colmap_descriptors_option, verbosity_options
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -52,11 +52,13 @@ Examples:
     is_flag=True,
     help="Import only matches flagged by 'aslfeat match --verify' (when present).",
 )
+@colmap_descriptors_option
 @click.option(
     "--skip-verification",
     is_flag=True,
     help="Do not run pycolmap's geometric verification afterwards.",
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -71,6 +73,7 @@ def command(
     single_camera: bool,
     min_score: float | None,
     inliers_only: bool,
+    colmap_descriptors: str,
     skip_verification: bool,
 ) -> None:
     """Import FEATURES and MATCHES (hloc HDF5 files) into a COLMAP database.
@@ -116,13 +119,15 @@ def command(
     paths = {name: image_dir / name for name in used} if image_dir is not None else None
     database.parent.mkdir(parents=True, exist_ok=True)
     colmap_db.require_space(database, features, used, matches, pairs)
-    colmap_db.import_features(database, features, used, paths, single_camera, not quiet)
+    colmap_db.import_features(
+        database, features, used, paths, single_camera, not quiet, colmap_descriptors
+    )
     written = colmap_db.import_matches(
         database, matches, pairs, min_score, inliers_only, progress=not quiet
     )
     verified = None
     if not skip_verification:
-        verified = colmap_db.verify_matches(database, pairs)
+        verified = colmap_db.verify_matches(database, pairs, progress=not quiet)
     if not quiet:
         line = f"{len(used)} image(s), {written} new pair(s) of matches in {database}"
         if verified is not None:

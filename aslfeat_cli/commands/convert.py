@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ._options import verbosity_options
 from ._torch import import_export_module
 
 
@@ -19,6 +20,7 @@ from ._torch import import_export_module
     type=click.Path(dir_okay=False, path_type=Path),
     help="Weight file to write (.pt).",
 )
+@verbosity_options
 def command(checkpoint: Path, output: Path) -> None:
     """Convert an official ASLFeat TensorFlow checkpoint to an aslfeat weight file.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import backend_options, device_option
+from ._options import TopK, backend_options, device_option, verbosity_options
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,10 @@ Examples:
 )
 @click.option(
     "--num-keypoints",
-    type=click.IntRange(min=1),
+    type=TopK(),
     default=5000,
     show_default=True,
-    help="Keypoint budget of ours and SIFT.",
+    help="Keypoint budget of ours and SIFT; 0 or 'none': all they detect.",
 )
 @click.option(
     "--threshold",
@@ -93,6 +93,7 @@ Examples:
     help="HPatches: keep the 8 sequences the official protocol skips.",
 )
 @click.option("--per-sequence", is_flag=True, help="Also print a row per sequence.")
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ._options import verbosity_options
 from ._torch import import_export_module
 
 
@@ -33,6 +34,7 @@ from ._torch import import_export_module
     show_default=True,
     help="Compare onnxruntime with PyTorch on a test image after export.",
 )
+@verbosity_options
 def command(weights: Path, output: Path, deform: str, check: bool) -> None:
     """Export a weight file (from training or `aslfeat convert`) to ONNX.
 

@@ -11,49 +11,23 @@ from ..errors import UserError
 from ._options import (
     FiniteFloat,
     backend_options,
+    colmap_descriptors_option,
     device_option,
     image_list_option,
     image_root_option,
     model_option,
+    num_keypoints_option,
+    quiet_flag,
+    verbosity_options,
 )
 
 logger = logging.getLogger(__name__)
-
-
-class TopK(click.ParamType):
-    """A keypoint count: an integer >= 0, or 'none'/'all' (= 0: every keypoint kept)."""
-
-    name = "N|none"
-
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 (click's signature)
-        if isinstance(value, int):
-            number = value
-        elif str(value).strip().lower() in ("none", "all"):
-            return 0
-        else:
-            try:
-                number = int(value)
-            except ValueError:
-                self.fail(f"{value!r} is not a whole number or 'none'", param, ctx)
-        if number < 0:
-            self.fail(f"{number} is negative", param, ctx)
-        return number
 
 
 def _check_nms(ctx: click.Context, param: click.Parameter, value: int) -> int:
     if value < 0 or (value > 1 and value % 2 == 0):
         raise click.BadParameter("must be 0 or 1 (off) or an odd window size like 3 or 5")
     return value
-
-
-def _apply_verbosity(ctx: click.Context, quiet: bool, verbose: int) -> bool:
-    """Honour -q/-v given after the subcommand too; returns whether output is quiet."""
-    quiet = quiet or bool((ctx.obj or {}).get("quiet"))
-    if quiet:
-        logging.getLogger().setLevel(logging.ERROR)
-    elif verbose:
-        logging.getLogger().setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
-    return quiet
 
 
 @click.command(
@@ -77,19 +51,13 @@ Examples:
 )
 @image_list_option
 @image_root_option
-@click.option(
-    "--num-keypoints",
-    type=TopK(),
-    default=5000,
-    show_default=True,
-    help="Keep the N best keypoints; 0 or 'none' keeps all above --score-threshold.",
-)
+@num_keypoints_option
 @click.option(
     "--score-threshold",
     type=FiniteFloat(),
     default=0.5,
     show_default=True,
-    help="Keep peaks whose score is at least this (the paper's 0.5).",
+    help="Keep peaks whose detection score is above this (the official setting).",
 )
 @click.option(
     "--edge-threshold",
@@ -134,6 +102,7 @@ Examples:
 @click.option(
     "--single-camera", is_flag=True, help="COLMAP: all images share one camera (one size)."
 )
+@colmap_descriptors_option
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -153,8 +122,7 @@ Examples:
     default=None,
     help="Image decoding threads (default: min(4, CPUs - 1)).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bar or summary.")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -175,11 +143,10 @@ def command(
     fp16: bool,
     fmt: str | None,
     single_camera: bool,
+    colmap_descriptors: str,
     overwrite: bool,
     descriptor_dtype: str,
     workers: int | None,
-    quiet: bool,
-    verbose: int,
 ) -> None:
     """Extract ASLFeat keypoints and descriptors from images.
 
@@ -194,7 +161,7 @@ def command(
 
     from ..extraction import find_images, run_extraction
 
-    quiet = _apply_verbosity(ctx, quiet, verbose)
+    quiet = quiet_flag(ctx)
     if not inputs and image_list is None:
         raise click.UsageError("give image files or folders, or --image-list")
     if fmt is None:
@@ -202,6 +169,10 @@ def command(
     source = ctx.get_parameter_source
     if single_camera and fmt != "colmap":
         raise click.BadParameter("only applies to --format colmap", param_hint="--single-camera")
+    if fmt != "colmap" and colmap_descriptors != "raw":
+        raise click.BadParameter(
+            "only applies to --format colmap", param_hint="--colmap-descriptors"
+        )
     if fmt == "colmap" and source("descriptor_dtype") == click.core.ParameterSource.COMMANDLINE:
         raise click.BadParameter(
             "only applies to --format h5 (COLMAP stores float32)", param_hint="--descriptor-dtype"
@@ -237,6 +208,7 @@ def command(
         single_camera=single_camera,
         progress=not quiet,
         workers=workers,
+        colmap_descriptors=colmap_descriptors,
     )
     if not quiet or summary.n_failed:
         click.echo(summary.format(), err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._options import backend_options, device_option, model_option
+from ._options import backend_options, device_option, model_option, verbosity_options
 
 
 @click.command(
@@ -18,6 +18,7 @@ from ._options import backend_options, device_option, model_option
 @model_option
 @device_option
 @backend_options
+@verbosity_options
 def command(model: Path | None, device: str, backend: str, precision: str) -> None:
     """Print what `aslfeat extract` would run on, as 'key: value' lines on stdout."""
     import onnxruntime as ort

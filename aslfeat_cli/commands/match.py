@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._options import FiniteFloat
+from ._options import FiniteFloat, verbosity_options
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ Examples:
   aslfeat match features.h5 -o matches.h5 --exhaustive
   aslfeat match features.h5 -o matches.h5 --pairs pairs.txt --ratio 0.9
   aslfeat match features.h5 -o matches.h5 --sequential 10 --verify fundamental
+  aslfeat match database.db -o matches.h5 --exhaustive   # features from 'extract -o x.db'
 """,
 )
 @click.argument("features", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -60,6 +61,7 @@ Examples:
 @click.option(
     "--overwrite", is_flag=True, help="Start a new matches file (default: resume, skip pairs)."
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -77,15 +79,25 @@ def command(
 ) -> None:
     """Match the features of image pairs by mutual nearest neighbours.
 
-    Descriptors are L2-normalised; pairs already in OUTPUT are skipped, so an interrupted
-    run resumes. A summary goes to stderr.
+    FEATURES is an hloc HDF5 file or a COLMAP database written by `aslfeat extract` (raw or
+    aliked descriptors). Descriptors are L2-normalised; pairs already in OUTPUT are skipped,
+    so an interrupted run resumes. A summary goes to stderr.
     """
-    from .. import h5io
+    import tempfile
+
+    from .. import colmap_db, h5io
     from ..matching import MatchOptions, match_pairs
     from ..pairs import make_pairs
     from ..verification import VerifyOptions
 
     quiet = quiet_flag(ctx)
+    if colmap_db.is_database(features):
+        # Read the database once into a temporary HDF5 file: the matcher's loader and cache
+        # then work as for any features file.
+        scratch = ctx.with_resource(tempfile.TemporaryDirectory(prefix="aslfeat-match-"))
+        exported = Path(scratch) / "features.h5"
+        colmap_db.export_features(features, exported)
+        features = exported
     names = h5io.list_names(features)
     pairs = make_pairs(names, pairs_file, exhaustive, sequential, loop_stride)
     options = MatchOptions(ratio=ratio, max_distance=max_distance)

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..errors import UserError
+from ._options import quiet_flag, verbosity_options
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,6 @@ def names_from_source(source: Path) -> list[str]:
     return list(dict.fromkeys(read_image_list(source)))  # a name listed twice counts once
 
 
-def quiet_flag(ctx: click.Context) -> bool:
-    """Whether the group's -q was given."""
-    return bool((ctx.obj or {}).get("quiet"))
-
-
 @click.command(
     "pairs",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -111,6 +107,7 @@ Examples:
     help="With --sequential: every S-th image is a key frame, matched with all other key "
     "frames (loop closure).",
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,

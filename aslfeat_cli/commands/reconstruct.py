@@ -10,10 +10,13 @@ import click
 from ..errors import UserError
 from ._options import (
     backend_options,
+    colmap_descriptors_option,
     device_option,
     image_list_option,
     image_root_option,
     model_option,
+    num_keypoints_option,
+    verbosity_options,
 )
 from .pairs import pair_mode_options, quiet_flag
 
@@ -47,7 +50,7 @@ Examples:
     help="Use this features file (hloc layout) instead of extracting.",
 )
 @pair_mode_options
-@click.option("--num-keypoints", type=click.IntRange(min=1), default=5000, show_default=True)
+@num_keypoints_option
 @click.option(
     "--max-dim",
     type=click.IntRange(min=16),
@@ -68,6 +71,7 @@ Examples:
     "nearest neighbours registered 10/10 images, ratio 0.9 only 2. For SIFT features use 0.8.",
 )
 @click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
+@colmap_descriptors_option
 @click.option(
     "--threads", type=int, default=-1, show_default=True, help="Mapper threads (-1 = all)."
 )
@@ -83,6 +87,7 @@ Examples:
     is_flag=True,
     help="Redo everything in OUTPUT (default: reuse features and matches already there).",
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -103,6 +108,7 @@ def command(
     precision: str,
     ratio: float,
     single_camera: bool,
+    colmap_descriptors: str,
     threads: int,
     mapper_attempts: int,
     overwrite: bool,
@@ -148,6 +154,7 @@ def command(
         progress=not quiet,
         num_threads=threads,
         attempts=mapper_attempts,
+        colmap_descriptors=colmap_descriptors,
     )
     if features is not None:
         stats = reconstruct_from_features(images, features, output, **common)

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import click
 import numpy as np
 
 from ..errors import UserError
+from ._options import verbosity_options
 
 logger = logging.getLogger(__name__)
 
 
 def picture_name(*names: str) -> str:
-    """A flat PNG file name for one image or a pair ('/' in names becomes '-')."""
-    return "__".join(n.replace("/", "-") for n in names) + ".png"
+    """A flat PNG file name for one image or a pair: 'sub/a.jpg', 'b.png' -> 'sub-a__b.png'.
+
+    Image extensions are dropped (no 'a.jpg.png'); '/' in names becomes '-'.
+    """
+    stems = (str(PurePosixPath(n).with_suffix("")) if PurePosixPath(n).suffix else n for n in names)
+    return "__".join(n.replace("/", "-") for n in stems) + ".png"
 
 
 def read_color_image(images: Path, name: str) -> np.ndarray:
@@ -98,6 +103,7 @@ Examples:
     show_default=True,
     help="At most this many match lines per picture.",
 )
+@verbosity_options
 @click.pass_context
 def command(
     ctx: click.Context,
