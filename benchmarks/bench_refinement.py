@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_quality import DATA, REAL_PAIRS, synthetic_pairs  # noqa: E402
+from eval_quality import DATA, REAL_PAIRS, summarise_runs, synthetic_pairs  # noqa: E402
 
 
 class Keypoints(NamedTuple):
@@ -73,18 +73,7 @@ def main() -> int:
     synthetic = synthetic_pairs(args.synthetic, args.seed, (width, height))
     synthetic_results = he.evaluate(synthetic, methods, progress=False)
     label = f"synthetic x{args.synthetic}"
-    summaries = {
-        m.name: {
-            **{
-                p: he.summarize(
-                    r.metrics for r in real_results if r.method == m.name and r.sequence == p
-                )
-                for p in REAL_PAIRS
-            },
-            label: he.summarize(r.metrics for r in synthetic_results if r.method == m.name),
-        }
-        for m in methods
-    }
+    summaries = summarise_runs(methods, real_results, synthetic_results, label)
     print(he.format_table(summaries, [*REAL_PAIRS, label]))
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]

@@ -75,6 +75,24 @@ def zoom_table(pairs: list, results: list, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def summarise_runs(methods: list, real_results: list, synthetic_results: list, label: str) -> dict:
+    """Summaries per method: each real pair and the synthetic set (under ``label``)."""
+    from aslfeat_cli import homography_eval as he
+
+    return {
+        m.name: {
+            **{
+                p: he.summarize(
+                    r.metrics for r in real_results if r.method == m.name and r.sequence == p
+                )
+                for p in REAL_PAIRS
+            },
+            label: he.summarize(r.metrics for r in synthetic_results if r.method == m.name),
+        }
+        for m in methods
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: shipped)")
@@ -111,18 +129,7 @@ def main() -> int:
     seconds = time.perf_counter() - start
 
     label = f"synthetic x{args.synthetic}"
-    summaries = {
-        m.name: {
-            **{
-                p: he.summarize(
-                    r.metrics for r in real_results if r.method == m.name and r.sequence == p
-                )
-                for p in REAL_PAIRS
-            },
-            label: he.summarize(r.metrics for r in synthetic_results if r.method == m.name),
-        }
-        for m in methods
-    }
+    summaries = summarise_runs(methods, real_results, synthetic_results, label)
     print(he.format_table(summaries, [*REAL_PAIRS, label]))
     print("\nsynthetic pairs by zoom (scale of B relative to A at A's centre):")
     print(zoom_table(synthetic, synthetic_results, [m.name for m in methods]))
