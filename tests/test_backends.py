@@ -166,7 +166,7 @@ def test_cli_names_backend_and_precision(
     output = tmp_path / "features.h5"
     args = ["extract", str(image), "-o", str(output), "--backend", "openvino"]
     with caplog.at_level(logging.INFO, logger="aslfeat_cli"):
-        result = CliRunner().invoke(cli, [*args, "--precision", "fp32", "-q"])
+        result = CliRunner().invoke(cli, [*args, "--precision", "fp32"])
     assert result.exit_code == 0, result.output
     assert "aslfeat runs on openvino" in caplog.text and "float32" in caplog.text
     with h5py.File(output) as fh:

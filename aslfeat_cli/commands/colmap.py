@@ -87,6 +87,7 @@ def command(
     import h5py
 
     from .. import colmap_db, h5io
+    from ..outputs import prepare_output_file
     from ..pairs import clean_pairs, make_pairs
     from ..reconstruct import configure_colmap_logging
     from ..settings import check_same_features
@@ -117,7 +118,7 @@ def command(
             "run aslfeat match with the same pairs"
         )
     paths = {name: image_dir / name for name in used} if image_dir is not None else None
-    database.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output_file(database)  # one line for a folder or file in the way
     colmap_db.require_space(database, features, used, matches, pairs)
     colmap_db.import_features(
         database, features, used, paths, single_camera, not quiet, colmap_descriptors
