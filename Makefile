@@ -17,8 +17,11 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
+# test_match_crash.py in a process of its own: after the rest of the suite it segfaulted the
+# pytest process at its first test in fresh-clone CI runs (not reproduced alone; cause open).
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --ignore=tests/test_match_crash.py
+	$(BIN)/python -m pytest -q -ra tests/test_match_crash.py
 
 # The package as users get it: a wheel installed without -e into a fresh venv (cpu extra,
 # from the package index or pip's cache), then `aslfeat info` and `aslfeat extract` run
