@@ -17,11 +17,15 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-# test_match_crash.py in a process of its own: after the rest of the suite it segfaulted the
-# pytest process at its first test in fresh-clone CI runs (not reproduced alone; cause open).
+# One pytest process per test file: in one process for the whole suite, fresh-clone CI runs
+# died with SIGSEGV (no traceback) at a test that passes alone (test_match_crash, then
+# test_memory_limits when that file was moved out); cause not found yet, see the README.
+# Exit status 5 (a file whose tests all skip or none collected) is not a failure.
 test: install
-	$(BIN)/python -m pytest -q -ra --ignore=tests/test_match_crash.py
-	$(BIN)/python -m pytest -q -ra tests/test_match_crash.py
+	@status=0; for f in tests/test_*.py; do \
+		$(BIN)/python -m pytest -q -ra -p no:cacheprovider $$f; rc=$$?; \
+		if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then echo "FAILED: $$f (exit $$rc)"; status=1; fi; \
+	done; exit $$status
 
 # The package as users get it: a wheel installed without -e into a fresh venv (cpu extra,
 # from the package index or pip's cache), then `aslfeat info` and `aslfeat extract` run
