@@ -58,7 +58,7 @@ def main() -> int:
                 if len(cache) >= 4:
                     cache.pop(next(iter(cache)))
                 out = extractor.extract(image)
-                cache[name] = Keypoints(out["keypoints"], out["descriptors"])
+                cache[name] = Keypoints(out.keypoints, out.descriptors)
             base = cache[name]
             return Keypoints(base.keypoints + np.float32(shift), base.descriptors)
 
