@@ -20,22 +20,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from side_by_side import (  # noqa: E402
-    DATA,
     Keypoints,
     LastImages,
-    add_pair_arguments,
     evaluate_and_print,
+    parse_pair_arguments,
 )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_pair_arguments(parser)
     parser.add_argument("--refinements", default="newton,quadratic,softargmax,none")
-    args = parser.parse_args()
-    if not (DATA / "pairs").is_dir():
-        print(f"bench_refinement: {DATA} not found (needs ../shared/data)", file=sys.stderr)
-        return 1
+    args = parse_pair_arguments(parser)
 
     from aslfeat_cli import homography_eval as he
     from aslfeat_cli.extractor import Extractor, to_gray

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,13 +27,19 @@ class Keypoints(NamedTuple):
     descriptors: np.ndarray
 
 
-def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model, synthetic-set and keypoint-budget options every such benchmark takes."""
+def parse_pair_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the script's own options plus the model, synthetic-set and keypoint-budget
+    options every such benchmark takes; exit 1 with a one-line message without ../shared/data."""
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: shipped)")
     parser.add_argument("--synthetic", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="480x360")
     parser.add_argument("--num-keypoints", type=int, default=5000)
+    args = parser.parse_args()
+    if not (DATA / "pairs").is_dir():
+        print(f"{Path(parser.prog).stem}: {DATA} not found (needs ../shared/data)", file=sys.stderr)
+        raise SystemExit(1)
+    return args
 
 
 class LastImages:
