@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract", "Extract keypoints and descriptors to HDF5 (hloc) or COLMAP."),
     "pairs": ("pairs", "Write an image pairs file (exhaustive, sequential, from a list)."),
     "match": ("match", "Match features between image pairs (mutual nearest neighbours)."),
+    "merge": ("merge", "Merge shard files (extract/match --shard K/N, Ray) into one file."),
     "colmap": ("colmap", "Import features and matches into a COLMAP database."),
     "reconstruct": ("reconstruct", "Images to a COLMAP model: extract, match, map."),
     "evaluate": ("evaluate", "Evaluate features on homography pairs (HPatches protocol)."),

@@ -42,6 +42,7 @@ from .outputs import prepare_output_file as _prepare_output
 from .settings import (
     FEATURES_ID,
     IMAGE_SHA256,
+    SHARD,
     db_has_images,
     differences,
     extraction_settings,
@@ -184,6 +185,8 @@ class _H5Sink:
             self.fh = self._open(output)
         for key, value in settings.items():
             self.fh.attrs[key] = value
+        if SHARD not in settings and SHARD in self.fh.attrs:
+            del self.fh.attrs[SHARD]  # resumed without --shard: no longer one shard
         if FEATURES_ID not in self.fh.attrs:
             self.fh.attrs[FEATURES_ID] = new_id()
         self.fh.flush()
@@ -424,6 +427,7 @@ def run_extraction(
     progress: bool = True,
     workers: int | None = None,
     colmap_descriptors: str = "raw",
+    shard: str | None = None,
 ) -> ExtractionSummary:
     """Extract features for ``images`` (from :func:`find_images`) into ``output``.
 
@@ -431,7 +435,8 @@ def run_extraction(
     extracted again: in HDF5 their entries are replaced (other images in the file are kept);
     a COLMAP database is started anew (COLMAP images cannot be replaced in place). Images that
     cannot be read or processed are recorded in the summary's ``failures`` and the run goes
-    on; problems with the output itself raise UserError.
+    on; problems with the output itself raise UserError. ``shard`` (``"K/N"``, or ``"ray"``
+    for a Ray worker's part) is recorded in an HDF5 output for ``aslfeat merge``.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -442,6 +447,8 @@ def run_extraction(
     descriptor_dtype = np.dtype(descriptor_dtype)
     if fmt == "h5":
         settings = extraction_settings(extractor, descriptor_dtype)
+        if shard:
+            settings[SHARD] = shard
         sink: _Sink = _H5Sink(output, settings, descriptor_dtype, overwrite)
     else:
         settings = extraction_settings(extractor, np.float32)  # COLMAP stores float32

@@ -38,13 +38,14 @@ import h5py
 import numpy as np
 
 from . import h5io
+from .atomic import fsync_path as _fsync
+from .atomic import need_space, temporary_sibling
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
 BATCH_SECONDS = 1.0  # a kill loses at most this much matching work
 BATCH_BYTES = 32 * 1024 * 1024  # bound on the pairs held in memory between batches
-SPACE_MARGIN = 256 * 1024  # HDF5 metadata on top of the raw arrays, per write
 
 
 def journal_dir(output: Path) -> Path:
@@ -52,26 +53,8 @@ def journal_dir(output: Path) -> Path:
     return output.with_name(output.name + ".journal")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _free_bytes(folder: Path) -> int:
-    return shutil.disk_usage(folder).free
-
-
 def _need_space(folder: Path, nbytes: int, what: str) -> None:
-    free = _free_bytes(folder)
-    if free < nbytes + SPACE_MARGIN:
-        raise UserError(
-            f"not enough disk space in {folder} to {what}: need about "
-            f"{(nbytes + SPACE_MARGIN) / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free; "
-            "pairs matched so far are kept, free some space and run the same command again"
-        )
+    need_space(folder, nbytes, what, "pairs matched so far are kept")
 
 
 def _pair_groups(fh: h5py.File) -> list[h5py.Group]:
@@ -270,7 +253,7 @@ class MatchesWriter:
         base = None if self.fresh or not self.output.exists() else self.output
         needed = sum(b.stat().st_size for b in batches) + (base.stat().st_size if base else 0)
         _need_space(self.output.parent, needed, f"update {self.output}")
-        tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
+        tmp = temporary_sibling(self.output)
         try:
             if base is not None:
                 shutil.copyfile(base, tmp)

@@ -26,6 +26,7 @@ from .outputs import prepare_output_file
 from .pairs import Pair, clean_pairs
 from .settings import (
     FEATURES_ID,
+    SHARD,
     check_compatible,
     check_same_features,
     matching_settings,
@@ -278,6 +279,12 @@ def _settings_to_record(
     return attrs
 
 
+def pair_shard_key(pair: Pair) -> str:
+    """The name a pair is sharded by: its two image names in sorted order (so a pair falls
+    in the same shard whichever way round a pairs file lists it)."""
+    return "\n".join(sorted(pair))
+
+
 def _pairs_to_do(
     writer: MatchesWriter, ffh: h5py.File, pairs: Sequence[Pair], verify: bool, settings: dict
 ) -> list[Pair]:
@@ -302,6 +309,18 @@ def _pairs_to_do(
     return todo
 
 
+def _write_empty_shard(output: Path, features: Path, settings: dict, shard: str) -> None:
+    """A shard with no pairs still gets its file (settings only), so ``merge`` counts it."""
+    from .atomic import replacing
+
+    prepare_output_file(output)
+    with h5py.File(features, "r") as ffh:
+        attrs = _settings_to_record(None, ffh, settings, output, features)
+    with replacing(output) as tmp, h5py.File(tmp, "w") as fh:
+        for key, value in {**attrs, SHARD: shard}.items():
+            fh.attrs[key] = value
+
+
 def match_pairs(
     features: Path,
     pairs: Sequence[Pair],
@@ -311,11 +330,13 @@ def match_pairs(
     overwrite: bool = False,
     progress: bool = True,
     cache_size: int = 128,
+    shard: str | None = None,
 ) -> MatchSummary:
     """Match every pair of images of a features file and write hloc-style matches.
 
     Pairs already in ``output`` are skipped (resume) unless ``overwrite``. All inputs are
-    checked (names present, one descriptor size) before the output is touched.
+    checked (names present, one descriptor size) before the output is touched. ``shard``
+    (``"K/N"`` or ``"ray"``) is recorded in the output for ``aslfeat merge``.
     """
     from tqdm import tqdm
 
@@ -332,6 +353,8 @@ def match_pairs(
     summary = MatchSummary(n_pairs=len(pairs))
     if not pairs:
         logger.warning("no pairs to match")
+        if shard and not output.exists():
+            _write_empty_shard(output, features, matching_settings(options, verify), shard)
         return summary
     prepare_output_file(output)
     start = time.perf_counter()
@@ -341,6 +364,8 @@ def match_pairs(
         with MatchesWriter(output, fresh=overwrite) as writer:
             settings = matching_settings(options, verify)
             todo = _pairs_to_do(writer, ffh, pairs, verify is not None, settings)
+            if shard and writer.attrs:
+                writer.attrs[SHARD] = shard
             summary.n_skipped = len(pairs) - len(todo)
             if summary.n_skipped:
                 logger.info("%d pair(s) already in %s: skipped", summary.n_skipped, output)

@@ -30,6 +30,8 @@ from .errors import UserError
 
 FEATURES_ID = "features_id"
 IMAGE_SHA256 = "image_sha256"
+# "K/N" of a --shard run (``aslfeat merge`` counts the shards), "ray" for a Ray worker's part.
+SHARD = "shard"
 FEATURE_KEYS = (
     "model_sha256",
     "variant",
@@ -44,7 +46,7 @@ FEATURE_KEYS = (
 )
 MATCH_KEYS = ("ratio", "max_distance", "verify", "verify_threshold")
 # backend: provenance only (onnxruntime and OpenVINO float32 agree; precision is compared).
-NOT_COMPARED = ("aslfeat_version", "model", "backend")
+NOT_COMPARED = ("aslfeat_version", "model", "backend", SHARD)
 
 
 def new_id() -> str:

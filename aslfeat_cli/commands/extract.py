@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ..sharding import Shard, shard_option
 from ._options import (
     FiniteFloat,
     backend_options,
@@ -39,6 +40,7 @@ Examples:
   aslfeat extract images/ -o database.db --single-camera
   aslfeat extract --image-list list.txt --image-root images/ -o feats.h5 --max-dim 1600
   aslfeat extract images/ -o features.h5 --backend onnxruntime --precision fp32
+  aslfeat extract images/ -o part-3.h5 --shard 3/8    # then: aslfeat merge part-*.h5 -o f.h5
 """,
 )
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
@@ -122,6 +124,7 @@ Examples:
     default=None,
     help="Image decoding threads (default: min(4, CPUs - 1)).",
 )
+@shard_option
 @verbosity_options
 @click.pass_context
 def command(
@@ -147,6 +150,7 @@ def command(
     overwrite: bool,
     descriptor_dtype: str,
     workers: int | None,
+    shard: Shard | None,
 ) -> None:
     """Extract ASLFeat keypoints and descriptors from images.
 
@@ -178,12 +182,21 @@ def command(
             "only applies to --format h5 (COLMAP stores float32)", param_hint="--descriptor-dtype"
         )
 
+    if shard is not None and fmt != "h5":
+        raise click.BadParameter(
+            "writes HDF5 shards (merge them with `aslfeat merge`, then `aslfeat colmap`)",
+            param_hint="--shard",
+        )
     if fp16:
         if precision not in ("auto", "fp16"):
             raise click.BadParameter(f"contradicts --precision {precision}", param_hint="--fp16")
         precision = "fp16"
 
     images = find_images(list(inputs), image_list, image_root)
+    if shard is not None:
+        total = len(images)
+        images = shard.select(images, key=lambda item: item[1])
+        logger.info("shard %s: %d of %d image(s)", shard, len(images), total)
     extractor = _make_extractor(
         model=model,
         num_keypoints=num_keypoints,
@@ -209,6 +222,7 @@ def command(
         progress=not quiet,
         workers=workers,
         colmap_descriptors=colmap_descriptors,
+        shard=str(shard) if shard is not None else None,
     )
     if not quiet or summary.n_failed:
         click.echo(summary.format(), err=True)

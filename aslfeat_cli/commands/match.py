@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..sharding import Shard, shard_option
 from ._options import FiniteFloat, verbosity_options
 from .pairs import pair_mode_options, quiet_flag
 
@@ -22,6 +23,7 @@ Examples:
   aslfeat match features.h5 -o matches.h5 --pairs pairs.txt --ratio 0.9
   aslfeat match features.h5 -o matches.h5 --sequential 10 --verify fundamental
   aslfeat match database.db -o matches.h5 --exhaustive   # features from 'extract -o x.db'
+  aslfeat match features.h5 -o m-0.h5 --exhaustive --shard 0/4   # then: aslfeat merge m-*.h5
 """,
 )
 @click.argument("features", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -61,6 +63,7 @@ Examples:
 @click.option(
     "--overwrite", is_flag=True, help="Start a new matches file (default: resume, skip pairs)."
 )
+@shard_option
 @verbosity_options
 @click.pass_context
 def command(
@@ -76,6 +79,7 @@ def command(
     verify: str | None,
     verify_threshold: float,
     overwrite: bool,
+    shard: Shard | None,
 ) -> None:
     """Match the features of image pairs by mutual nearest neighbours.
 
@@ -86,7 +90,7 @@ def command(
     import tempfile
 
     from .. import colmap_db, h5io
-    from ..matching import MatchOptions, match_pairs
+    from ..matching import MatchOptions, match_pairs, pair_shard_key
     from ..pairs import make_pairs
     from ..verification import VerifyOptions
 
@@ -100,10 +104,21 @@ def command(
         features = exported
     names = h5io.list_names(features)
     pairs = make_pairs(names, pairs_file, exhaustive, sequential, loop_stride)
+    if shard is not None:
+        total = len(pairs)
+        pairs = shard.select(pairs, key=pair_shard_key)
+        logger.info("shard %s: %d of %d pair(s)", shard, len(pairs), total)
     options = MatchOptions(ratio=ratio, max_distance=max_distance)
     verify_options = VerifyOptions(verify, verify_threshold) if verify else None
     summary = match_pairs(
-        features, pairs, output, options, verify_options, overwrite=overwrite, progress=not quiet
+        features,
+        pairs,
+        output,
+        options,
+        verify_options,
+        overwrite=overwrite,
+        progress=not quiet,
+        shard=str(shard) if shard is not None else None,
     )
     if quiet:
         return
