@@ -71,3 +71,23 @@ def replacing(output: Path) -> Iterator[Path]:
         raise
     os.replace(tmp, output)
     fsync_path(output.parent)
+
+
+def lock_folder(folder: Path, busy: str) -> int:
+    """Take an exclusive ``flock`` on ``folder``; UserError ``busy`` when another run holds it.
+
+    Returns the descriptor; closing it (or the process ending, even by ``kill -9``) releases
+    the lock, so a lock never outlives its run.
+    """
+    import errno
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise UserError(busy) from None
+        raise
+    return fd

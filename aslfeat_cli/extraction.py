@@ -211,18 +211,7 @@ class _H5Sink:
         return None if value is None else str(plain(value))
 
     def done(self) -> set[str]:
-        # A group counts only when complete: write_features writes image_size last, so a run
-        # killed inside a write leaves a group without it, and that image is redone.
-        names = set()
-
-        def visit(key: str, obj: Any) -> None:
-            if key.rsplit("/", 1)[-1] == "keypoints":
-                group = obj.parent
-                if "descriptors" in group and "image_size" in group:
-                    names.add(group.name.strip("/"))
-
-        self.fh.visititems(visit)
-        return names
+        return self._h5io.complete_images(self.fh)
 
     def add(self, name: str, path: Path, features: dict[str, Any]) -> None:
         self._h5io.write_features(

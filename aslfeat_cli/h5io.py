@@ -160,6 +160,24 @@ def read_features(path_or_fh: PathOrFile, name: str) -> dict[str, np.ndarray]:
     }
 
 
+def complete_images(fh: h5py.Group) -> set[str]:
+    """Names of the images whose features are complete in an open features file.
+
+    write_features writes image_size last, so a run killed inside a write leaves a group
+    without it: that image does not count (and is redone by a resumed run).
+    """
+    names = set()
+
+    def visit(key: str, obj: Any) -> None:
+        if key.rsplit("/", 1)[-1] == "keypoints":
+            group = obj.parent
+            if "descriptors" in group and "image_size" in group:
+                names.add(group.name.strip("/"))
+
+    fh.visititems(visit)
+    return names
+
+
 def list_names(path: str | Path) -> list[str]:
     """Image names in a features file (groups holding ``keypoints``), sorted.
 

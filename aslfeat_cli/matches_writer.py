@@ -24,8 +24,6 @@ The layout inside every file is :mod:`.h5io`'s (one place for the format).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import shutil
@@ -39,7 +37,7 @@ import numpy as np
 
 from . import h5io
 from .atomic import fsync_path as _fsync
-from .atomic import need_space, temporary_sibling
+from .atomic import lock_folder, need_space, temporary_sibling
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -148,18 +146,11 @@ class MatchesWriter:
     # ------------------------------------------------------------------ lock
 
     def _lock(self) -> None:
-        fd = os.open(self.journal, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise UserError(
-                    f"{self.output} is being written by another aslfeat run; "
-                    "wait for it or choose another output"
-                ) from None
-            raise
-        self._lock_fd = fd
+        self._lock_fd = lock_folder(
+            self.journal,
+            f"{self.output} is being written by another aslfeat run; "
+            "wait for it or choose another output",
+        )
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

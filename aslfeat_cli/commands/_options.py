@@ -157,3 +157,31 @@ def verbosity_options(func: Callable[..., Any]) -> Callable[..., Any]:
         callback=_set_verbosity,
         help="Only errors; no progress bars or summary; same as before the subcommand.",
     )(func)
+
+
+def ray_options(function):  # noqa: ANN001, ANN201 (a click decorator)
+    """--ray [ADDRESS], --ray-actors, --ray-threads, for the commands that run on Ray."""
+    function = click.option(
+        "--ray-threads",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="With --ray: CPU threads per actor (each actor reserves that many CPUs).",
+    )(function)
+    function = click.option(
+        "--ray-actors",
+        type=click.IntRange(min=1),
+        default=None,
+        help="With --ray: number of actors (default: the cluster's GPUs, else CPUs / threads).",
+    )(function)
+    return click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        metavar="[ADDRESS]",
+        help="Run on Ray (pip install 'aslfeat[ray]'): alone, a local instance (or "
+        "$RAY_ADDRESS); 'auto' or ray://HOST:PORT joins a cluster. Workers write "
+        "OUTPUT.parts/, merged into OUTPUT at the end; it must be on storage all nodes see.",
+    )(function)

@@ -19,6 +19,7 @@ from ._options import (
     model_option,
     num_keypoints_option,
     quiet_flag,
+    ray_options,
     verbosity_options,
 )
 
@@ -41,6 +42,7 @@ Examples:
   aslfeat extract --image-list list.txt --image-root images/ -o feats.h5 --max-dim 1600
   aslfeat extract images/ -o features.h5 --backend onnxruntime --precision fp32
   aslfeat extract images/ -o part-3.h5 --shard 3/8    # then: aslfeat merge part-*.h5 -o f.h5
+  aslfeat extract images/ -o features.h5 --ray auto   # on a running Ray cluster
 """,
 )
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
@@ -125,6 +127,7 @@ Examples:
     help="Image decoding threads (default: min(4, CPUs - 1)).",
 )
 @shard_option
+@ray_options
 @verbosity_options
 @click.pass_context
 def command(
@@ -151,6 +154,9 @@ def command(
     descriptor_dtype: str,
     workers: int | None,
     shard: Shard | None,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_threads: int,
 ) -> None:
     """Extract ASLFeat keypoints and descriptors from images.
 
@@ -182,6 +188,14 @@ def command(
             "only applies to --format h5 (COLMAP stores float32)", param_hint="--descriptor-dtype"
         )
 
+    if ray_address is None and (
+        ray_actors is not None or source("ray_threads").name == "COMMANDLINE"
+    ):
+        raise click.BadParameter("only applies with --ray", param_hint="--ray-actors/--ray-threads")
+    if ray_address is not None and fmt != "h5":
+        raise click.BadParameter(
+            "writes HDF5 (then `aslfeat colmap` imports it into a database)", param_hint="--ray"
+        )
     if shard is not None and fmt != "h5":
         raise click.BadParameter(
             "writes HDF5 shards (merge them with `aslfeat merge`, then `aslfeat colmap`)",
@@ -197,7 +211,7 @@ def command(
         total = len(images)
         images = shard.select(images, key=lambda item: item[1])
         logger.info("shard %s: %d of %d image(s)", shard, len(images), total)
-    extractor = _make_extractor(
+    extractor_kwargs = dict(
         model=model,
         num_keypoints=num_keypoints,
         score_threshold=score_threshold,
@@ -209,6 +223,14 @@ def command(
         backend=backend,
         precision=precision,
     )
+    if ray_address is not None:
+        summary = _extract_on_ray(
+            images, output, extractor_kwargs, ray_address, ray_actors, ray_threads,
+            overwrite, descriptor_dtype, workers, quiet,
+        )  # fmt: skip
+        _report(summary, quiet, len(images))
+        return
+    extractor = _make_extractor(**extractor_kwargs)
     # open_backend logs the device notice ("aslfeat runs on openvino ... on cpu, bfloat16 ...").
     logger.info("%d image(s) -> %s (%s)", len(images), output, fmt)
     summary = run_extraction(
@@ -224,10 +246,33 @@ def command(
         colmap_descriptors=colmap_descriptors,
         shard=str(shard) if shard is not None else None,
     )
+    _report(summary, quiet, len(images))
+
+
+def _report(summary, quiet: bool, n_images: int) -> None:  # noqa: ANN001
+    """The summary line (and failures) on stderr; exit status 1 when an image failed."""
     if not quiet or summary.n_failed:
         click.echo(summary.format(), err=True)
     if summary.n_failed:
-        raise UserError(f"{summary.n_failed} of {len(images)} image(s) failed (listed above)")
+        raise UserError(f"{summary.n_failed} of {n_images} image(s) failed (listed above)")
+
+
+def _extract_on_ray(  # noqa: ANN202, PLR0913
+    images, output, extractor_kwargs, address, actors, threads, overwrite, dtype, workers, quiet
+):  # noqa: ANN001
+    """extract --ray: the same job on a Ray actor pool (aslfeat_cli.integrations.ray_cluster)."""
+    from ..integrations.ray_cluster import RayOptions, ray_extract
+
+    return ray_extract(
+        images,
+        output,
+        extractor_kwargs,
+        RayOptions(address=address, actors=actors, threads=threads),
+        overwrite=overwrite,
+        descriptor_dtype=dtype,
+        workers=workers or 1,
+        progress=not quiet,
+    )
 
 
 def _make_extractor(**kwargs):  # noqa: ANN003, ANN202
