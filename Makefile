@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= cpu,colmap,export,openvino,dev
+EXTRAS ?= cpu,colmap,export,openvino,ray,dev
 WEIGHTS := weights/aslfeat.pt
 MODEL   := weights/aslfeat.onnx
 DEMO    := out/demo

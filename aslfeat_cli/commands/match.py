@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..sharding import Shard, shard_option
-from ._options import FiniteFloat, verbosity_options
+from ._options import FiniteFloat, ray_options, verbosity_options
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ Examples:
   aslfeat match features.h5 -o matches.h5 --sequential 10 --verify fundamental
   aslfeat match database.db -o matches.h5 --exhaustive   # features from 'extract -o x.db'
   aslfeat match features.h5 -o m-0.h5 --exhaustive --shard 0/4   # then: aslfeat merge m-*.h5
+  aslfeat match features.h5 -o matches.h5 --exhaustive --ray      # on a local Ray instance
 """,
 )
 @click.argument("features", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -64,6 +65,7 @@ Examples:
     "--overwrite", is_flag=True, help="Start a new matches file (default: resume, skip pairs)."
 )
 @shard_option
+@ray_options
 @verbosity_options
 @click.pass_context
 def command(
@@ -80,6 +82,9 @@ def command(
     verify_threshold: float,
     overwrite: bool,
     shard: Shard | None,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_threads: int,
 ) -> None:
     """Match the features of image pairs by mutual nearest neighbours.
 
@@ -110,16 +115,26 @@ def command(
         logger.info("shard %s: %d of %d pair(s)", shard, len(pairs), total)
     options = MatchOptions(ratio=ratio, max_distance=max_distance)
     verify_options = VerifyOptions(verify, verify_threshold) if verify else None
-    summary = match_pairs(
-        features,
-        pairs,
-        output,
-        options,
-        verify_options,
-        overwrite=overwrite,
-        progress=not quiet,
-        shard=str(shard) if shard is not None else None,
-    )
+    if ray_address is None and (ray_actors is not None or ray_threads != 1):
+        raise click.BadParameter("only applies with --ray", param_hint="--ray-actors/--ray-threads")
+    if ray_address is not None:
+        from ..integrations.ray_cluster import RayOptions, ray_match
+
+        ray_options_ = RayOptions(address=ray_address, actors=ray_actors, threads=ray_threads)
+        summary = ray_match(
+            features, pairs, output, options, verify_options, ray_options_, overwrite, not quiet
+        )
+    else:
+        summary = match_pairs(
+            features,
+            pairs,
+            output,
+            options,
+            verify_options,
+            overwrite=overwrite,
+            progress=not quiet,
+            shard=str(shard) if shard is not None else None,
+        )
     if quiet:
         return
     line = (
