@@ -139,7 +139,7 @@ def main() -> None:
     from bench_model import cpu_name  # this folder is on sys.path when run as a script
 
     print(f"# bench_ray: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_name()}, "
-          f"{os.cpu_count()} CPUs, {args.images} images 640x480, medians of {args.repeat}; "
+          f"{args.images} images 640x480, medians of {args.repeat}; "
           f"load {load_before[0]:.1f} before, {load_after[0]:.1f} after")  # fmt: skip
     print()
     print("| configuration | wall s | Ray start s | start-up s (2 images) | images/s (summary) "

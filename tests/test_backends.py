@@ -144,6 +144,14 @@ def test_compiled_model_is_cached(tmp_path: Path) -> None:
     assert any(tmp_path.iterdir()), "OpenVINO wrote no compiled model to CACHE_DIR"
 
 
+def test_explicit_threads_are_not_pinned_to_the_first_cores(tmp_path: Path) -> None:
+    # Pinned, two 1-thread processes (two Ray actors on 2 cores) both ran on core 0, each at
+    # half speed; with a thread count given, the OS must be free to place them.
+    model = open_openvino(MODEL, "fp32", threads=1, cache_dir=tmp_path)
+    assert model.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert model.compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
 def test_choice_of_backend_and_precision() -> None:
     assert resolve("auto", "fp16", "cpu") == ("onnxruntime", "fp16")  # --fp16 is onnxruntime's
     assert resolve("onnxruntime", "auto", "cpu") == ("onnxruntime", "fp32")
