@@ -38,7 +38,11 @@ from bench_model import cpu_name  # this folder is on sys.path when run as a scr
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-TRAIN = DATA / "train" / "mini_depth_100"
+# The landmark photos where the shared data has them, else BSDS500 (some machines lack them).
+TRAIN = next(
+    (DATA / "train" / d for d in ("mini_depth_100", "bsds500") if (DATA / "train" / d).is_dir()),
+    DATA / "train" / "mini_depth_100",
+)
 FOUNTAIN = DATA / "sfm" / "fountain-P11" / "images"
 
 
@@ -182,7 +186,10 @@ def main() -> None:
 
     load = os.getloadavg()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"\nbench_extract ({os.cpu_count()} CPUs, load {load}, device={args.device}, {when})")
+    print(
+        f"\nbench_extract ({os.cpu_count()} CPUs, load {load}, device={args.device}, {when}, "
+        f"640x480 photos from {TRAIN.name})"
+    )
     print(f"CPU: {cpu_name()}")
     header = f"{'images':<26}{'n':>4}  {'method':<31}{'img/s':>8}{'ms/img':>9}{'x SIFT':>8}"
     header += f"{'keypts':>8}{'peak MiB':>10}{'wall s':>8}{'idle':>7}"

@@ -174,3 +174,15 @@ def test_ray_options_need_ray_and_hdf5(job: Path, tmp_path: Path) -> None:
     assert done.returncode == 2 and "only applies with --ray" in done.stderr
     done = _aslfeat("extract", job / "images", "-o", tmp_path / "x.db", "--ray", check=False)
     assert done.returncode == 2 and "Invalid value for --ray" in done.stderr
+
+
+def test_failed_images_are_listed_as_without_ray(job: Path, tmp_path: Path) -> None:
+    images = _images(tmp_path / "images", 3)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    out = tmp_path / "f.h5"
+    done = _aslfeat("extract", images, "-o", out, "--ray", *FAST, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "3 image(s) extracted, 1 FAILED" in done.stderr
+    assert "  failed: broken.jpg: " in done.stderr
+    assert "1 of 4 image(s) failed (listed above)" in done.stderr
+    assert sorted(h5py.File(out, "r")) == ["000.jpg", "001.jpg", "002.jpg"]
