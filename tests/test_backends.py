@@ -152,6 +152,42 @@ def test_explicit_threads_are_not_pinned_to_the_first_cores(tmp_path: Path) -> N
     assert model.compiled.get_property("ENABLE_CPU_PINNING") is False
 
 
+def test_streams_run_images_at_once_and_agree_with_one_stream(
+    photos: list, reference: list
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    two = open_openvino(MODEL, "fp32", streams=2)
+    lanes = two.lanes()
+    assert len(lanes) == 2 and lanes[0].request is not lanes[1].request
+    assert two.compiled.get_property("NUM_STREAMS") == 2
+    with ThreadPoolExecutor(2) as pool:  # every photo on both lanes at the same time
+        together = list(pool.map(lambda i: lanes[i % 2].run(photos[i // 2]), range(8)))
+    for i, (score_map, descriptor_map) in enumerate(together):
+        assert _agreement(reference[i // 2], score_map, descriptor_map)[0] >= 0.999
+        if i % 2:  # both lanes gave this photo the same maps (one compiled model)
+            np.testing.assert_allclose(score_map, together[i - 1][0], atol=1e-5)
+
+
+def test_extract_pipeline_keeps_each_image_its_own_features(tmp_path: Path) -> None:
+    # Two lanes write in input order: features must never be swapped between images.
+    from aslfeat_cli.extraction import _load
+    from aslfeat_cli.extractor import Extractor
+    from aslfeat_cli.sample import write_samples
+
+    paths = write_samples(tmp_path / "images")
+    out = tmp_path / "f.h5"
+    args = ["extract", str(tmp_path / "images"), "-o", str(out), "--backend", "openvino"]
+    result = CliRunner().invoke(cli, [*args, "--precision", "fp32", "-q"])
+    assert result.exit_code == 0, result.output
+    lane = Extractor(backend="openvino", precision="fp32", streams=2).lanes()[1]
+    with h5py.File(out, "r") as fh:
+        for path in paths:
+            expected = lane.extract(_load(path, None).image)  # decoded as the pipeline does
+            assert np.array_equal(fh[path.name]["keypoints"][()], expected.keypoints)
+            assert np.array_equal(fh[path.name]["descriptors"][()].T, expected.descriptors)
+
+
 def test_choice_of_backend_and_precision() -> None:
     assert resolve("auto", "fp16", "cpu") == ("onnxruntime", "fp16")  # --fp16 is onnxruntime's
     assert resolve("onnxruntime", "auto", "cpu") == ("onnxruntime", "fp32")

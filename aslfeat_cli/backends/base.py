@@ -100,6 +100,10 @@ class Backend(Protocol):
     def describe(self) -> str:
         """The one-line device notice: backend, version, device and precision."""
 
+    def lanes(self) -> list[Backend]:
+        """Views of this model that may run at the same time, one per thread (one infer
+        request per OpenVINO stream; ``[self]`` where the runtime has one)."""
+
 
 class ModelInfo:
     """Metadata helpers shared by the backends (``self.metadata`` is the ONNX metadata)."""

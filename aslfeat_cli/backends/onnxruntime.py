@@ -75,6 +75,10 @@ class ModelSession(ModelInfo):
         providers = ", ".join(self.session.get_providers())
         return f"onnxruntime {version} on {self.device}, {self.precision} ({providers})"
 
+    def lanes(self) -> list[ModelSession]:
+        """One lane: the session already uses every thread it was given."""
+        return [self]
+
     def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dense outputs for one (H, W) float32 grayscale image (0..255)."""
         x = np.ascontiguousarray(gray, dtype=np.float32)[None, None]

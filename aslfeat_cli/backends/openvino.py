@@ -8,6 +8,7 @@ image size) and, by default, OpenVINO's model cache so that later runs start fas
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -78,10 +79,19 @@ class OpenVinoModel(ModelInfo):
     descriptor_layout: str = "chw"  # "chw" when openvino_graph removed the final Transpose
     name: str = "openvino"
     request: Any = None
+    streams: int = 1
 
     def __post_init__(self) -> None:
         if self.request is None:
             self.request = self.compiled.create_infer_request()
+
+    def lanes(self) -> list[OpenVinoModel]:
+        """One view per stream, each with its own infer request (this one first)."""
+        others = [
+            dataclasses.replace(self, request=self.compiled.create_infer_request())
+            for _ in range(self.streams - 1)
+        ]
+        return [self, *others]
 
     @property
     def device(self) -> str:
@@ -142,13 +152,16 @@ def open_openvino(
     cache_dir: str | Path | None = None,
     cache: bool = True,
     static_shape: tuple[int, int] | None = None,
+    streams: int = 1,
 ) -> OpenVinoModel:
     """Compile an ASLFeat ONNX model for OpenVINO's CPU plugin.
 
     ``precision`` is "fp32" or "bf16" (OpenVINO's inference precision; bf16 needs a CPU with
     native bfloat16, see :func:`cpu_has_bf16`). ``cache`` keeps compiled models in
     ``cache_dir`` (default :func:`default_cache_dir`). ``static_shape`` (H, W) compiles for one
-    image size only (for benchmarks: dynamic shapes measured as fast).
+    image size only (for benchmarks: dynamic shapes measured as fast). ``streams`` > 1 compiles
+    for throughput: that many images run at once, one per :meth:`OpenVinoModel.lanes` view,
+    the threads split between them (a single image then runs on its share only).
     """
     if precision not in _HINTS:
         raise UserError(
@@ -167,6 +180,8 @@ def open_openvino(
         "INFERENCE_PRECISION_HINT": _HINTS[precision],
         "PERFORMANCE_HINT": "LATENCY",
     }
+    if streams > 1:
+        config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams})
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
         # OpenVINO pins its threads to the first cores: two 1-thread processes (Ray actors,
@@ -181,4 +196,6 @@ def open_openvino(
         compiled = core.compile_model(network, "CPU", config)
     except Exception as e:  # RuntimeError from the plugin
         raise invalid_model_error(path, e) from e
-    return OpenVinoModel(path, compiled, metadata, PRECISION_NAMES[precision], layout)
+    return OpenVinoModel(
+        path, compiled, metadata, PRECISION_NAMES[precision], layout, streams=max(1, streams)
+    )
