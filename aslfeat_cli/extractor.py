@@ -73,9 +73,6 @@ class Extractor:
             :mod:`.half_precision`).
         fp16: the same as ``precision="fp16"`` (kept for ``--fp16``).
         io_binding: explicit onnxruntime IO binding (None: on with CUDA).
-        streams: images the OpenVINO model may run at once, each on its share of the threads
-            (for pipelines that feed several: see :meth:`lanes`; one ``extract`` call then
-            uses only its share). 1 (default): one image at a time on every thread.
     """
 
     def __init__(
@@ -93,7 +90,6 @@ class Extractor:
         io_binding: bool | None = None,
         backend: str = "auto",
         precision: str = "auto",
-        streams: int = 1,
     ) -> None:
         if max_dim is not None and max_dim < 16:
             raise ValueError("max_dim must be at least 16")
@@ -111,14 +107,16 @@ class Extractor:
             precision = "fp16"
         # Named `session` since the onnxruntime-only days; any Backend (see .backends).
         self.session: Backend = open_backend(
-            model, backend, precision, device, threads, io_binding=io_binding, streams=streams
+            model, backend, precision, device, threads, io_binding=io_binding
         )
 
-    def lanes(self) -> list[Extractor]:
-        """Extractors sharing this one's model and settings that may each run ``extract`` in
-        its own thread at the same time (one per OpenVINO stream; ``[self]`` otherwise)."""
+    def lanes(self, count: int) -> list[Extractor]:
+        """Up to ``count`` Extractors with this one's settings that may each run ``extract``
+        in its own thread at the same time, each on its share of the threads (OpenVINO: one
+        stream each, compiled on demand; ``[self]`` on onnxruntime). For pipelines of small
+        images: each stream keeps buffers for the largest image it has run."""
         views = []
-        for lane in self.session.lanes():
+        for lane in self.session.lanes(count):
             view = copy.copy(self)
             view.session = lane
             views.append(view)

@@ -1,12 +1,15 @@
 """Peak memory of `aslfeat extract`, with the default pixel cap and without it.
 
-Each run is its own `aslfeat extract` process on one photo (boat from ../shared/data, else
-scikit-image's camera, resized to the size), under an address-space limit so that nothing can
+Each run is its own `aslfeat extract` process on a folder of --copies copies of one photo
+(boat from ../shared/data, else scikit-image's camera, resized to the size; 3 by default: on
+OpenVINO the pipeline runs two images at once, and one photo would leave the second lane
+unused), under an address-space limit so that nothing can
 take the machine down; its peak resident memory comes from wait4(). "capped" is the default
 (images above 2 MP downscaled to 2 MP for the network); "uncapped" passes --max-dim 100000.
 Uncapped runs whose estimate (images.NETWORK_BYTES_PER_PIXEL) exceeds --max-gb are not run.
 
     python benchmarks/bench_memory.py [--max-gb 4] [--sizes 640x480,1024x768,4000x3000]
+        [--copies 3] [-- extra extract options, e.g. --backend onnxruntime]
 """
 
 from __future__ import annotations
@@ -59,18 +62,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="640x480,1024x768,4000x3000")
     parser.add_argument("--max-gb", type=float, default=4.0, help="skip runs estimated above")
+    parser.add_argument("--copies", type=int, default=3, help="images per run")
+    parser.add_argument("extract_options", nargs="*", help="passed to every aslfeat extract")
     args = parser.parse_args()
     # Address space runs well above resident memory with onnxruntime: 2x plus headroom.
     limit = int((2 * args.max_gb + 2) * 2**30)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor()}")
-    print(f"# load average {os.getloadavg()}, cpu {_cpu_model()}")
+    print(f"# load average {os.getloadavg()}, cpu {_cpu_model()}, {args.copies} image(s) per run")
+    print(f"# extract options: {' '.join(args.extract_options) or '(defaults)'}")
     print("| image | rule | network input | peak MiB | MiB per network MP | s |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
-            image = Path(tmp) / f"photo_{width}x{height}.png"
-            write_photo(image, width, height)
+            image = Path(tmp) / f"photos_{width}x{height}"
+            image.mkdir()
+            write_photo(image / "0.png", width, height)
+            for k in range(1, args.copies):
+                (image / f"{k}.png").write_bytes((image / "0.png").read_bytes())
             for rule, extra, max_dim in (
                 ("capped (default)", [], None),
                 ("uncapped", ["--max-dim", "100000"], 100000),
@@ -83,7 +92,9 @@ def main() -> None:
                         f"(estimate {estimate / 2**30:.1f} GB > --max-gb) | | |"
                     )
                     continue
-                peak, seconds, status = run(image, Path(tmp) / "f.h5", extra, limit)
+                peak, seconds, status = run(
+                    image, Path(tmp) / "f.h5", extra + args.extract_options, limit
+                )
                 per_mp = peak / (w * h / 1e6)
                 note = "" if status == "ok" else f" ({status})"
                 print(

@@ -157,10 +157,10 @@ def test_streams_run_images_at_once_and_agree_with_one_stream(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    two = open_openvino(MODEL, "fp32", streams=2)
-    lanes = two.lanes()
+    lanes = open_openvino(MODEL, "fp32").lanes(2)
     assert len(lanes) == 2 and lanes[0].request is not lanes[1].request
-    assert two.compiled.get_property("NUM_STREAMS") == 2
+    assert lanes[0].compiled is lanes[1].compiled
+    assert lanes[0].compiled.get_property("NUM_STREAMS") == 2
     with ThreadPoolExecutor(2) as pool:  # every photo on both lanes at the same time
         together = list(pool.map(lambda i: lanes[i % 2].run(photos[i // 2]), range(8)))
     for i, (score_map, descriptor_map) in enumerate(together):
@@ -180,12 +180,43 @@ def test_extract_pipeline_keeps_each_image_its_own_features(tmp_path: Path) -> N
     args = ["extract", str(tmp_path / "images"), "-o", str(out), "--backend", "openvino"]
     result = CliRunner().invoke(cli, [*args, "--precision", "fp32", "-q"])
     assert result.exit_code == 0, result.output
-    lane = Extractor(backend="openvino", precision="fp32", streams=2).lanes()[1]
+    lane = Extractor(backend="openvino", precision="fp32").lanes(2)[1]
     with h5py.File(out, "r") as fh:
         for path in paths:
             expected = lane.extract(_load(path, None).image)  # decoded as the pipeline does
             assert np.array_equal(fh[path.name]["keypoints"][()], expected.keypoints)
             assert np.array_equal(fh[path.name]["descriptors"][()].T, expected.descriptors)
+
+
+def test_a_large_image_retires_the_streams(tmp_path: Path) -> None:
+    # Each stream keeps buffers for the largest image it ran: past 0.5 MP the run must go on
+    # one image at a time on the plain model, the lanes (and their memory) dropped.
+    from concurrent.futures import Future
+
+    from aslfeat_cli.extraction import SMALL_PIXELS, _Inference, _Loaded
+    from aslfeat_cli.extractor import Extractor
+
+    def loaded(width: int, height: int) -> Future:
+        import skimage.data
+
+        image = cv2.resize(skimage.data.camera(), (width, height))
+        done: Future = Future()
+        done.set_result(_Loaded(image.astype(np.float32), (width, height)))
+        return done
+
+    extractor = Extractor(backend="openvino", precision="fp32")
+    infer = _Inference(extractor, streams=2)
+    small, _ = infer(loaded(640, 480))
+    assert not infer.retired and len(infer._free) == 2
+    assert 1024 * 768 > SMALL_PIXELS >= 640 * 480
+    big, _ = infer(loaded(1024, 768))
+    assert infer.retired and infer._free == []
+    again, _ = infer(loaded(640, 480))
+    assert infer._free == []
+    for features in (small, big, again):
+        assert len(features["keypoints"]) > 100
+    reference = extractor.extract(loaded(640, 480).result().image)
+    assert np.array_equal(again["keypoints"], reference.keypoints)  # the plain model ran it
 
 
 def test_choice_of_backend_and_precision() -> None:

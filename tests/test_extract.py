@@ -244,7 +244,10 @@ def test_max_dim_keypoints_in_original_pixels(tmp_path: Path) -> None:
     big = cv2.resize(skimage.data.camera(), (640, 480), interpolation=cv2.INTER_CUBIC)
     path = _write(tmp_path / "big.png", big)
     out = tmp_path / "f.h5"
-    result = _run("extract", path, "-o", out, "--max-dim", 320, "--num-keypoints", 200)
+    # One stream, as the Extractor below (bfloat16 differs by ~0.03 px between stream layouts).
+    result = _run(
+        "extract", path, "-o", out, "--max-dim", 320, "--num-keypoints", 200, "--streams", 1
+    )
     assert result.exit_code == 0, result.stderr
     feats = _features(out, "big.png")
     assert tuple(feats["image_size"]) == (640, 480)
@@ -520,36 +523,3 @@ def test_info_prints_device_providers_and_metadata() -> None:
     assert str(MODEL.resolve()) in out
     for key, value in Extractor(MODEL, device="cpu").model_metadata.items():
         assert f"  {key}: {value}" in out
-
-
-def test_pixel_budget_runs_images_together_only_while_they_fit() -> None:
-    import threading
-
-    from aslfeat_cli.extraction import _PixelBudget
-
-    budget = _PixelBudget(100)
-    peak, lock, inside = [0], threading.Lock(), [0]
-    barrier = threading.Barrier(2, timeout=5)
-
-    def job(pixels: int, meet: bool) -> None:
-        with budget(pixels):
-            with lock:
-                inside[0] += pixels
-                peak[0] = max(peak[0], inside[0])
-            if meet:
-                barrier.wait()  # both small images must be inside at once
-            with lock:
-                inside[0] -= pixels
-
-    for sizes, meet, expected in (
-        ((40, 60), True, 100),
-        ((80, 90), False, 90),
-        ((500,), False, 500),
-    ):
-        peak[0] = 0
-        threads = [threading.Thread(target=job, args=(n, meet)) for n in sizes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        assert peak[0] == expected, sizes

@@ -92,18 +92,14 @@ def open_backend(
     *,
     io_binding: bool | None = None,
     cache_dir: str | Path | None = None,
-    streams: int = 1,
 ) -> Backend:
     """Load ``model`` (default: the shipped weights) on the chosen backend (see the module
-    docstring); logs the one-line notice of what runs it. ``streams`` > 1: OpenVINO runs that
-    many images at once (``lanes()``); onnxruntime ignores it."""
+    docstring); logs the one-line notice of what runs it."""
     backend, precision = resolve(backend, precision, device)
     if backend == "openvino":
         from .openvino import open_openvino
 
-        result: Backend = open_openvino(
-            model, precision, threads, cache_dir=cache_dir, streams=streams
-        )
+        result: Backend = open_openvino(model, precision, threads, cache_dir=cache_dir)
     else:
         from .onnxruntime import open_session
 

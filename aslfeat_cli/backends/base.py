@@ -100,9 +100,10 @@ class Backend(Protocol):
     def describe(self) -> str:
         """The one-line device notice: backend, version, device and precision."""
 
-    def lanes(self) -> list[Backend]:
-        """Views of this model that may run at the same time, one per thread (one infer
-        request per OpenVINO stream; ``[self]`` where the runtime has one)."""
+    def lanes(self, count: int) -> list[Backend]:
+        """Up to ``count`` views of this model that may run at the same time, one per thread,
+        each on its share of the threads (OpenVINO: a ``count``-stream compile, one infer
+        request per stream); ``[self]`` where the runtime gains nothing from it."""
 
 
 class ModelInfo:

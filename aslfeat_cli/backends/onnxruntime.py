@@ -75,7 +75,7 @@ class ModelSession(ModelInfo):
         providers = ", ".join(self.session.get_providers())
         return f"onnxruntime {version} on {self.device}, {self.precision} ({providers})"
 
-    def lanes(self) -> list[ModelSession]:
+    def lanes(self, count: int) -> list[ModelSession]:
         """One lane: the session already uses every thread it was given."""
         return [self]
 

@@ -80,18 +80,22 @@ class OpenVinoModel(ModelInfo):
     name: str = "openvino"
     request: Any = None
     streams: int = 1
+    options: dict[str, Any] = field(default_factory=dict)  # open_openvino's, for lanes()
 
     def __post_init__(self) -> None:
         if self.request is None:
             self.request = self.compiled.create_infer_request()
 
-    def lanes(self) -> list[OpenVinoModel]:
-        """One view per stream, each with its own infer request (this one first)."""
-        others = [
-            dataclasses.replace(self, request=self.compiled.create_infer_request())
-            for _ in range(self.streams - 1)
+    def lanes(self, count: int) -> list[OpenVinoModel]:
+        """``count`` views of one ``count``-stream compile of this model, each with its own
+        infer request (compiled here, from the model cache when it holds it)."""
+        if count <= 1:
+            return [self]
+        compiled = self if self.streams == count else open_openvino(**self.options, streams=count)
+        return [compiled] + [
+            dataclasses.replace(compiled, request=compiled.compiled.create_infer_request())
+            for _ in range(count - 1)
         ]
-        return [self, *others]
 
     @property
     def device(self) -> str:
@@ -196,6 +200,14 @@ def open_openvino(
         compiled = core.compile_model(network, "CPU", config)
     except Exception as e:  # RuntimeError from the plugin
         raise invalid_model_error(path, e) from e
+    options = {"model": path, "precision": precision, "threads": threads}
+    options.update(cache_dir=cache_dir, cache=cache, static_shape=static_shape)
     return OpenVinoModel(
-        path, compiled, metadata, PRECISION_NAMES[precision], layout, streams=max(1, streams)
+        path,
+        compiled,
+        metadata,
+        PRECISION_NAMES[precision],
+        layout,
+        streams=max(1, streams),
+        options=options,
     )

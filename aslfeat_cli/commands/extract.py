@@ -126,6 +126,14 @@ Examples:
     default=None,
     help="Image decoding threads (default: min(4, CPUs - 1)).",
 )
+@click.option(
+    "--streams",
+    type=click.IntRange(min=1, max=8),
+    default=None,
+    help="OpenVINO: images of up to 0.5 MP run this many at once, each on its share of the "
+    "threads (default: 2 on CPUs with 2+ cores; 1 = one at a time). The first larger image "
+    "switches the run to one at a time, so the memory bound of large photos holds.",
+)
 @shard_option
 @ray_options
 @verbosity_options
@@ -153,6 +161,7 @@ def command(
     overwrite: bool,
     descriptor_dtype: str,
     workers: int | None,
+    streams: int | None,
     shard: Shard | None,
     ray_address: str | None,
     ray_actors: int | None,
@@ -169,7 +178,7 @@ def command(
     """
     import numpy as np
 
-    from ..extraction import find_images, run_extraction
+    from ..extraction import default_streams, find_images, run_extraction
 
     quiet = quiet_flag(ctx)
     if not inputs and image_list is None:
@@ -230,10 +239,7 @@ def command(
         )  # fmt: skip
         _report(summary, quiet, len(images))
         return
-    from ..extraction import default_streams
-
-    # Two images at once on OpenVINO (one stream each) where the CPU has the cores.
-    extractor = _make_extractor(**extractor_kwargs, streams=default_streams())
+    extractor = _make_extractor(**extractor_kwargs)
     # open_backend logs the device notice ("aslfeat runs on openvino ... on cpu, bfloat16 ...").
     logger.info("%d image(s) -> %s (%s)", len(images), output, fmt)
     summary = run_extraction(
@@ -248,6 +254,7 @@ def command(
         workers=workers,
         colmap_descriptors=colmap_descriptors,
         shard=str(shard) if shard is not None else None,
+        streams=streams or default_streams(),
     )
     _report(summary, quiet, len(images))
 

@@ -159,7 +159,6 @@ def command(
     if features is not None:
         stats = reconstruct_from_features(images, features, output, **common)
     else:
-        from ..extraction import default_streams
         from ..extractor import Extractor
 
         extractor = Extractor(
@@ -169,7 +168,6 @@ def command(
             device=device,
             backend=backend,
             precision=precision,
-            streams=default_streams(),
         )
         stats = run_reconstruction(images, output, extractor, **common)
     click.echo(stats.table())
