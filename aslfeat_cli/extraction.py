@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from .atomic import need_space
 from .errors import UserError
 from .images import (
     AUTO_MAX_PIXELS,
@@ -214,6 +215,16 @@ class _H5Sink:
         return self._h5io.complete_images(self.fh)
 
     def add(self, name: str, path: Path, features: dict[str, Any]) -> None:
+        # Room for the arrays (and HDF5's metadata) first: libhdf5 hitting a full disk
+        # mid-write leaves the image's group half written.
+        n = len(features["keypoints"])
+        nbytes = n * (2 * 4 + 4) + features["descriptors"].size * self.descriptor_dtype.itemsize
+        need_space(
+            Path(self.fh.filename).parent,
+            2 * nbytes,
+            f"write the features of {name}",
+            "images extracted so far are kept",
+        )
         self._h5io.write_features(
             self.fh,
             name,
@@ -562,7 +573,9 @@ def run_extraction(
                     except UserError:
                         raise
                     except Exception as exc:  # the output is broken: stop, keep what is there
-                        raise UserError(f"cannot write {name} to {output}: {exc}") from exc
+                        raise UserError(
+                            f"cannot write {name} to {output}: {_one_line(exc)}"
+                        ) from exc
                     summary.n_images += 1
                     total_keypoints += len(features["keypoints"])
                 bar.update(1)

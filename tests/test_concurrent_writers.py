@@ -49,3 +49,28 @@ def test_second_writer_of_a_database_is_refused(tmp_path: Path) -> None:
         assert db.num_cameras() == 12  # no orphan camera from the refused run
     finally:
         db.close()
+
+
+@pytest.mark.skipif(not MODEL.is_file(), reason="weights/aslfeat.onnx not built")
+def test_second_writer_of_an_hdf5_file_is_refused(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    photo = skimage.data.astronaut()
+    for i in range(12):
+        crop = cv2.cvtColor(photo[i * 8 : i * 8 + 384, i * 8 : i * 8 + 512], cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(images / f"{i:02d}.jpg"), crop)
+    output = tmp_path / "features.h5"
+    first = _extract(images, output)
+    deadline = time.monotonic() + 120
+    while not (output.exists() and output.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = _extract(images, output)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 1 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and f"cannot open {output}" in err, err
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    import h5py
+
+    with h5py.File(output, "r") as fh:
+        assert sorted(fh) == sorted(p.name for p in images.iterdir())

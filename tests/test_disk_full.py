@@ -78,3 +78,32 @@ def test_show_on_a_full_disk(disk: Path, inputs: dict) -> None:
     for picture in out.rglob("*.png"):  # every picture left is complete
         assert cv2.imread(str(picture)) is not None
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_extract_to_hdf5_on_a_full_disk(tmp_path: Path) -> None:
+    import skimage.data
+
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "3M")  # 5,000 keypoints of a 640x480 photo: about 1.5 MB
+    try:
+        images = tmp_path / "images"
+        images.mkdir()
+        photo = cv2.resize(skimage.data.astronaut(), (640, 480))
+        for i in range(6):
+            cv2.imwrite(str(images / f"{i}.png"), np.roll(photo, 9 * i, axis=1))
+        output = disk / "features.h5"
+        done = _aslfeat("extract", str(images), "-o", str(output), "--num-keypoints", "5000")
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr and "disk space" in done.stderr, done.stderr
+        kept = h5io.list_names(output)  # the file opens; what was written is whole
+        assert 1 <= len(kept) < 6
+        for name in kept:
+            h5io.read_features(output, name)
+        # With room again, the same command completes the rest.
+        moved = tmp_path / "features.h5"
+        moved.write_bytes(output.read_bytes())
+        done = _aslfeat("extract", str(images), "-o", str(moved), "--num-keypoints", "5000")
+        assert done.returncode == 0, done.stderr
+        assert len(h5io.list_names(moved)) == 6
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
