@@ -53,10 +53,11 @@ def temporary_sibling(output: Path) -> Path:
 
 
 @contextmanager
-def replacing(output: Path) -> Iterator[Path]:
+def replacing(output: Path, verb: str = "write") -> Iterator[Path]:
     """Yield a temporary path next to ``output``; on success it replaces ``output``.
 
-    On any error the temporary file is deleted and ``output`` is left as it was.
+    On any error the temporary file is deleted and ``output`` is left as it was; an OSError
+    becomes the one-line UserError "cannot <verb> <output>: ...".
     """
     output = Path(output)
     tmp = temporary_sibling(output)
@@ -65,7 +66,7 @@ def replacing(output: Path) -> Iterator[Path]:
         fsync_path(tmp)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {output}: {exc}") from None
+        raise UserError(f"cannot {verb} {output}: {exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

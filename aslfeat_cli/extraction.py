@@ -397,6 +397,7 @@ def _prefetch(
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aslfeat-load")
     pending: deque[tuple[Path, str, Future]] = deque()
     todo = iter(items)
+    finished = False
     try:
         for path, name in todo:
             pending.append((path, name, pool.submit(job, path)))
@@ -407,8 +408,11 @@ def _prefetch(
             nxt = next(todo, None)
             if nxt is not None:
                 pending.append((nxt[0], nxt[1], pool.submit(job, nxt[0])))
+        finished = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Run out of images: the last decodes are still wanted (inference threads take them
+        # later). Stopped early (Ctrl-C, a broken output): cancel what has not started.
+        pool.shutdown(wait=True, cancel_futures=not finished)
 
 
 SMALL_PIXELS = 500_000  # network inputs up to this run several at once with --streams

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import h5io
 from .atomic import fsync_path as _fsync
-from .atomic import lock_folder, need_space, temporary_sibling
+from .atomic import lock_folder, need_space, replacing
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -244,8 +244,7 @@ class MatchesWriter:
         base = None if self.fresh or not self.output.exists() else self.output
         needed = sum(b.stat().st_size for b in batches) + (base.stat().st_size if base else 0)
         _need_space(self.output.parent, needed, f"update {self.output}")
-        tmp = temporary_sibling(self.output)
-        try:
+        with replacing(self.output, "update") as tmp:
             if base is not None:
                 shutil.copyfile(base, tmp)
             with h5py.File(tmp, "a") as dst:
@@ -263,15 +262,6 @@ class MatchesWriter:
                                 inliers=grp["inliers0"][()] if "inliers0" in grp else None,
                                 num_keypoints1=grp.attrs.get("num_keypoints1"),
                             )
-            _fsync(tmp)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"cannot update {self.output}: {exc}") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self.output)
-        _fsync(self.output.parent)
         self.fresh = False  # the file now holds this run's pairs
         for batch in batches:
             batch.unlink()

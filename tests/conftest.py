@@ -33,3 +33,21 @@ def require_shared(*parts: str, reason: str = "a required check") -> Path:
             pytest.fail(f"{message}; required under CI=true", pytrace=False)
         pytest.skip(message)
     return path
+
+
+def assert_same_h5(a: Path, b: Path) -> None:
+    """Two HDF5 files hold the same groups, attributes and datasets, bit for bit."""
+    import h5py
+
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        keys_a: list[str] = []
+        keys_b: list[str] = []
+        fa.visit(keys_a.append)
+        fb.visit(keys_b.append)
+        assert sorted(keys_a) == sorted(keys_b)
+        for key in keys_a:
+            x, y = fa[key], fb[key]
+            assert dict(x.attrs) == dict(y.attrs), key
+            if isinstance(x, h5py.Dataset):
+                assert x.dtype == y.dtype and x.shape == y.shape, key
+                assert x[()].tobytes() == y[()].tobytes(), key

@@ -24,20 +24,29 @@ def _extract(images: Path, output: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.skipif(not MODEL.is_file(), reason="weights/aslfeat.onnx not built")
-def test_second_writer_of_a_database_is_refused(tmp_path: Path) -> None:
-    images = tmp_path / "images"
+def _photos(images: Path) -> Path:
     images.mkdir()
     photo = skimage.data.astronaut()
     for i in range(12):  # about 0.3 s each: the first run is still busy when the second starts
         crop = cv2.cvtColor(photo[i * 8 : i * 8 + 384, i * 8 : i * 8 + 512], cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(images / f"{i:02d}.jpg"), crop)
-    output = tmp_path / "database.db"
+    return images
+
+
+def _two_runs(images: Path, output: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """A first extract, and a second one on the same output once the first has created it."""
     first = _extract(images, output)
     deadline = time.monotonic() + 120
     while not (output.exists() and output.stat().st_size > 0) and time.monotonic() < deadline:
         time.sleep(0.02)
-    second = _extract(images, output)
+    return first, _extract(images, output)
+
+
+@pytest.mark.skipif(not MODEL.is_file(), reason="weights/aslfeat.onnx not built")
+def test_second_writer_of_a_database_is_refused(tmp_path: Path) -> None:
+    images = _photos(tmp_path / "images")
+    output = tmp_path / "database.db"
+    first, second = _two_runs(images, output)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 1 and "Traceback" not in err
     assert "being written by another aslfeat run" in err, err
@@ -53,18 +62,9 @@ def test_second_writer_of_a_database_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not MODEL.is_file(), reason="weights/aslfeat.onnx not built")
 def test_second_writer_of_an_hdf5_file_is_refused(tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
-    photo = skimage.data.astronaut()
-    for i in range(12):
-        crop = cv2.cvtColor(photo[i * 8 : i * 8 + 384, i * 8 : i * 8 + 512], cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(images / f"{i:02d}.jpg"), crop)
+    images = _photos(tmp_path / "images")
     output = tmp_path / "features.h5"
-    first = _extract(images, output)
-    deadline = time.monotonic() + 120
-    while not (output.exists() and output.stat().st_size > 0) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    second = _extract(images, output)
+    first, second = _two_runs(images, output)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 1 and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and f"cannot open {output}" in err, err

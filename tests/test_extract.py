@@ -523,3 +523,27 @@ def test_info_prints_device_providers_and_metadata() -> None:
     assert str(MODEL.resolve()) in out
     for key, value in Extractor(MODEL, device="cpu").model_metadata.items():
         assert f"  {key}: {value}" in out
+
+
+def test_prefetch_leaves_the_last_images_to_finish() -> None:
+    # The inference threads take an image's decode after the prefetch loop has moved on: the
+    # loop running out of images must not cancel decodes still in flight (it did:
+    # "CancelledError" for the last image of a folder, with --streams 2).
+    import threading
+
+    from aslfeat_cli.extraction import _prefetch
+
+    release = threading.Event()
+
+    def job(path: Path) -> str:
+        release.wait(5)
+        return path.name
+
+    items = [(Path(f"{i}.jpg"), f"{i}.jpg") for i in range(3)]
+    futures = []
+    generator = _prefetch(items, job, workers=1)
+    for _, _, future in generator:
+        futures.append(future)
+        if len(futures) == 3:
+            release.set()  # the last ones finish only once the loop has seen them all
+    assert [f.result(timeout=5) for f in futures] == ["0.jpg", "1.jpg", "2.jpg"]

@@ -19,6 +19,8 @@ from aslfeat_cli.cli import cli
 from aslfeat_cli.matches_writer import journal_dir
 from aslfeat_cli.sample import demo_pairs, write_samples
 
+from .conftest import assert_same_h5
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "weights" / "aslfeat.onnx"
 pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason="weights/aslfeat.onnx not built")
@@ -43,21 +45,6 @@ def _fails(*args: str | Path, match: str, code: int = 1) -> str:
     return message
 
 
-def _assert_same_entries(a: Path, b: Path) -> None:
-    """Every dataset and attribute of every group, bit for bit."""
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        keys_a, keys_b = [], []
-        fa.visit(keys_a.append)
-        fb.visit(keys_b.append)
-        assert sorted(keys_a) == sorted(keys_b)
-        for key in keys_a:
-            x, y = fa[key], fb[key]
-            assert dict(x.attrs) == dict(y.attrs), key
-            if isinstance(x, h5py.Dataset):
-                assert x.dtype == y.dtype and x.shape == y.shape, key
-                assert x[()].tobytes() == y[()].tobytes(), key
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Sample photos, a single-process run and its three --shard files (features, matches)."""
@@ -78,7 +65,7 @@ def test_merged_features_equal_a_single_run(job: Path, tmp_path: Path) -> None:
     out = tmp_path / "merged.h5"
     result = _ok("merge", *[job / f"part-{k}.h5" for k in range(3)], "-o", out)
     assert "9 image(s) from 3 file(s) merged" in result.output
-    _assert_same_entries(job / "full.h5", out)
+    assert_same_h5(job / "full.h5", out)
     with h5py.File(out, "r") as fh, h5py.File(job / "part-0.h5", "r") as part:
         assert "shard" not in fh.attrs and part.attrs["shard"] == "0/3"
         assert fh.attrs["model_sha256"] == part.attrs["model_sha256"]
@@ -91,7 +78,7 @@ def test_merged_features_equal_a_single_run(job: Path, tmp_path: Path) -> None:
 def test_merged_matches_equal_a_single_run(job: Path, tmp_path: Path) -> None:
     out = tmp_path / "matches.h5"
     _ok("merge", job / "matches-0.h5", job / "matches-1.h5", "-o", out)
-    _assert_same_entries(job / "matches-full.h5", out)
+    assert_same_h5(job / "matches-full.h5", out)
     with h5py.File(out, "r") as fh, h5py.File(job / "full.h5", "r") as features:
         assert fh.attrs["features_id"] == features.attrs["features_id"]
         assert fh.attrs["ratio"] == 0.0 and "shard" not in fh.attrs
@@ -115,7 +102,7 @@ def test_identical_duplicates_kept_once_conflicts_refused(job: Path, tmp_path: P
     out = tmp_path / "m.h5"
     result = _ok("merge", job / "full.h5", job / "part-1.h5", "-o", out)
     assert "identical duplicate(s) kept once" in result.output
-    _assert_same_entries(job / "full.h5", out)
+    assert_same_h5(job / "full.h5", out)
     # Same name, same settings, other photo: the two shards disagree about that image.
     images = tmp_path / "images"
     shutil.copytree(job / "images", images)

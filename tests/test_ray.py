@@ -20,6 +20,8 @@ import h5py
 import numpy as np
 import pytest
 
+from .conftest import assert_same_h5
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "weights" / "aslfeat.onnx"
 
@@ -49,19 +51,6 @@ def _aslfeat(*args: str | Path, check: bool = True) -> subprocess.CompletedProce
     return done
 
 
-def _same_file_content(a: Path, b: Path) -> None:
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        keys_a, keys_b = [], []
-        fa.visit(keys_a.append)
-        fb.visit(keys_b.append)
-        assert sorted(keys_a) == sorted(keys_b)
-        for key in keys_a:
-            assert dict(fa[key].attrs) == dict(fb[key].attrs), key
-            if isinstance(fa[key], h5py.Dataset):
-                assert fa[key].dtype == fb[key].dtype, key
-                assert fa[key][()].tobytes() == fb[key][()].tobytes(), key
-
-
 def _images(folder: Path, count: int, size: int = 320) -> Path:
     import cv2
     import skimage.data
@@ -87,7 +76,7 @@ def test_extract_and_match_on_ray_equal_a_single_process_run(job: Path) -> None:
     done = _aslfeat("extract", job / "images", "-o", out, "--ray", "--ray-actors", "2", *FAST)
     assert "ray: local instance" in done.stderr and "over 2 actor(s)" in done.stderr
     assert "12 image(s) extracted" in done.stderr
-    _same_file_content(job / "single.h5", out)
+    assert_same_h5(job / "single.h5", out)
     assert not (job / "ray.h5.parts").exists()
     with h5py.File(out, "r") as fh:
         assert "shard" not in fh.attrs and fh.attrs["precision"] == "float32"
@@ -95,7 +84,7 @@ def test_extract_and_match_on_ray_equal_a_single_process_run(job: Path) -> None:
     matches = job / "ray-m.h5"
     done = _aslfeat("match", job / "single.h5", "-o", matches, "--exhaustive", "--ray")
     assert "66 pair(s) matched" in done.stderr
-    _same_file_content(job / "single-m.h5", matches)
+    assert_same_h5(job / "single-m.h5", matches)
     # A second run has nothing left to do and changes nothing.
     before = matches.read_bytes()
     done = _aslfeat("match", job / "single.h5", "-o", matches, "--exhaustive", "--ray")
@@ -130,7 +119,7 @@ def test_killed_actor_is_restarted_and_the_job_completes(job: Path, tmp_path: Pa
     _aslfeat(
         "-q", "extract", images, "-o", single, "--backend", "onnxruntime", "--precision", "fp32"
     )
-    _same_file_content(single, out)
+    assert_same_h5(single, out)
 
 
 def _count(part: Path) -> int:
@@ -165,7 +154,7 @@ def test_interrupted_driver_is_resumed_from_the_parts(job: Path, tmp_path: Path)
     _aslfeat(
         "-q", "extract", images, "-o", single, "--backend", "onnxruntime", "--precision", "fp32"
     )
-    _same_file_content(single, out)
+    assert_same_h5(single, out)
 
 
 def test_ray_options_need_ray_and_hdf5(job: Path, tmp_path: Path) -> None:

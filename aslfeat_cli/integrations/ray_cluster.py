@@ -135,7 +135,7 @@ def _run_pool(
     total: int,
     progress: bool,
     unit: str,
-    on_result: Callable[[dict[str, Any]], None],
+    on_result: Callable[[Any], None],
 ) -> None:
     """Run ``tasks`` on the actor pool as they free up; a worker's error becomes one line."""
     from ray.util import ActorPool
@@ -143,9 +143,9 @@ def _run_pool(
 
     with tqdm(total=total, unit=unit, disable=not progress or not total, dynamic_ncols=True) as bar:
         try:
-            for result in ActorPool(actors).map_unordered(call, tasks):
-                on_result(result)
-                bar.update(result["count"])
+            for count, summary in ActorPool(actors).map_unordered(call, tasks):
+                on_result(summary)
+                bar.update(count)
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, UserError):
@@ -203,7 +203,7 @@ class ExtractActor:
 
         return extraction_settings(self.extractor, self.options["descriptor_dtype"])
 
-    def extract(self, batch: list[tuple[str, str]]) -> dict[str, Any]:
+    def extract(self, batch: list[tuple[str, str]]) -> tuple[int, ExtractionSummary]:
         """Extract ``(path, name)`` images into this actor's part file."""
         from ..extraction import run_extraction
 
@@ -215,14 +215,7 @@ class ExtractActor:
             shard=RAY_SHARD,
             **self.options,
         )
-        return {
-            "count": len(batch),
-            "n_images": summary.n_images,
-            "n_skipped": summary.n_skipped,
-            "failures": summary.failures,
-            "keypoints": summary.mean_keypoints * summary.n_images,
-            "seconds": summary.seconds,
-        }
+        return len(batch), summary
 
 
 def _done_images(files: list[Path], images: dict[str, Path]) -> set[str]:
@@ -317,12 +310,12 @@ def ray_extract(
                 )  # fmt: skip
                 keypoints = 0.0
 
-                def collect(result: dict[str, Any]) -> None:
+                def collect(part: ExtractionSummary) -> None:
                     nonlocal keypoints
                     # A retried batch skips what its killed actor wrote: done in this run too.
-                    summary.n_images += result["n_images"] + result["n_skipped"]
-                    summary.failures.extend(result["failures"])
-                    keypoints += result["keypoints"]
+                    summary.n_images += part.n_images + part.n_skipped
+                    summary.failures.extend(part.failures)
+                    keypoints += part.mean_keypoints * part.n_images
 
                 _run_pool(
                     ray,
@@ -360,7 +353,7 @@ class MatchActor:
         self.options = options
         self.verify = verify
 
-    def match(self, chunk: tuple[str, list[tuple[str, str]]]) -> dict[str, Any]:
+    def match(self, chunk: tuple[str, list[tuple[str, str]]]) -> tuple[int, MatchSummary]:
         """Match ``(chunk id, pairs)`` into ``chunk-<id>.h5`` (resumed when retried)."""
         from ..matching import match_pairs
 
@@ -374,13 +367,7 @@ class MatchActor:
             progress=False,
             shard=RAY_SHARD,
         )
-        return {
-            "count": len(pairs),
-            "n_matched": summary.n_matched,
-            "n_empty": summary.n_empty,
-            "total_matches": summary.total_matches,
-            "total_inliers": summary.total_inliers,
-        }
+        return len(pairs), summary
 
 
 def _fold_leftover_journals(folder: Path) -> None:
@@ -448,12 +435,12 @@ def ray_match(
                 if verify is not None:
                     summary.total_inliers = 0
 
-                def collect(result: dict[str, Any]) -> None:
-                    summary.n_matched += result["n_matched"]
-                    summary.n_empty += result["n_empty"]
-                    summary.total_matches += result["total_matches"]
-                    if result["total_inliers"] is not None:
-                        summary.total_inliers += result["total_inliers"]
+                def collect(part: MatchSummary) -> None:
+                    summary.n_matched += part.n_matched
+                    summary.n_empty += part.n_empty
+                    summary.total_matches += part.total_matches
+                    if part.total_inliers is not None:
+                        summary.total_inliers += part.total_inliers
 
                 _run_pool(
                     ray,
