@@ -17,6 +17,10 @@ from .errors import UserError
 def prepare_output_dir(folder: Path) -> None:
     """Create ``folder`` (and its parents) or raise UserError saying why it cannot be."""
     folder = Path(folder)
+    try:
+        folder.exists()
+    except PermissionError:
+        raise UserError(f"output folder {folder} is not accessible (permission denied)") from None
     if folder.exists() and not folder.is_dir():
         raise UserError(f"output folder {folder} is a file; give a folder")
     try:
@@ -35,10 +39,15 @@ def prepare_output_file(
     """Fail early, with one line, when ``output`` cannot be written (as ``kind``, when
     ``magic_check`` tells whether an existing file is of that kind)."""
     output = Path(output)
-    if output.is_dir():
-        raise UserError(f"output {output} is a folder; give a file name")
-    if magic_check is not None and output.exists() and not magic_check(output):
-        raise UserError(f"output {output} exists and is not {kind}; refusing to touch it")
+    try:
+        if output.is_dir():
+            raise UserError(f"output {output} is a folder; give a file name")
+        if magic_check is not None and output.exists() and not magic_check(output):
+            raise UserError(f"output {output} exists and is not {kind}; refusing to touch it")
+    except PermissionError:  # a folder on the way that this user may not even look into
+        raise UserError(
+            f"output folder {output.parent} is not accessible (permission denied)"
+        ) from None
     prepare_output_dir(output.parent)
     if output.exists() and not os.access(output, os.W_OK):
         raise UserError(f"output {output} is not writable")

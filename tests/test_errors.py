@@ -91,22 +91,51 @@ def test_pairs_output_is_a_folder(feats, tmp_path):
     _one_line_error(_run(*args), str(tmp_path), code=2)  # click's own check
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root writes into read-only folders: cannot test as root")
+def _as_nobody(base: Path, *args: str | Path) -> subprocess.CompletedProcess:
+    """Run aslfeat as user nobody (root writes into read-only folders; nobody does not)."""
+    command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    command += [sys.executable, "-m", "aslfeat_cli", *map(str, args)]
+    env = dict(os.environ, HOME=str(base), PYTHONPATH=str(ROOT))
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
 @pytest.mark.parametrize("command", ["pairs", "match", "show"])
 def test_read_only_output_folder(feats, tmp_path, command):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o500)
+    import shutil
+    import tempfile
+
+    if IS_ROOT and not shutil.which("setpriv"):
+        pytest.skip("root writes into read-only folders, and setpriv is missing to drop it")
+    # As root the command runs as nobody, from a folder nobody can read (pytest's is 0700).
+    base = Path(tempfile.mkdtemp(prefix="aslfeat-ro-")) if IS_ROOT else tmp_path
     try:
+        if IS_ROOT:
+            base.chmod(0o755)
+            shutil.copyfile(feats, base / "f.h5")
+            shutil.copytree(tmp_path / "img", base / "img")
+            feats = base / "f.h5"
+        folder = base / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
         if command == "pairs":
             args = ["pairs", feats, "-o", folder / "p.txt", "--exhaustive"]
         elif command == "match":
             args = ["match", feats, "-o", folder / "m.h5", "--exhaustive"]
         else:
-            args = ["show", feats, "--images", tmp_path / "img", "-o", folder / "pictures"]
-        _one_line_error(_run(*args), str(folder))
+            args = ["show", feats, "--images", base / "img", "-o", folder / "pictures"]
+        if not IS_ROOT:
+            _one_line_error(_run(*args), str(folder))
+            return
+        done = _as_nobody(base, *args)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and str(folder) in errors[0], done.stderr
+        assert not any(folder.iterdir())
     finally:
-        folder.chmod(0o700)
+        if (base / "ro").exists():
+            (base / "ro").chmod(0o700)
+        if IS_ROOT:
+            shutil.rmtree(base)
 
 
 # --------------------------------------------------------------------------- inputs
