@@ -206,11 +206,6 @@ class _H5Sink:
         self.fh.attrs[FEATURES_ID] = new_id()
         self.fh.flush()
 
-    def image_sha256(self, name: str) -> str | None:
-        """The recorded SHA-256 of the image file behind ``name`` (None when not recorded)."""
-        value = self.fh[name].attrs.get(IMAGE_SHA256)
-        return None if value is None else str(plain(value))
-
     def done(self) -> set[str]:
         return self._h5io.complete_images(self.fh)
 
@@ -611,15 +606,18 @@ def _check_unchanged(
 ) -> None:
     """Refuse to resume over features of an image whose file has changed since (a folder of
     other photos with the same names, an edited photo), unless ``overwrite`` redoes them."""
-    if overwrite:
-        return
+    if not overwrite:
+        check_unchanged_images(sink.fh, [(p, n) for p, n in images if n in done], output)
+
+
+def check_unchanged_images(fh: Any, images: Iterable[tuple[Path, str]], label: Path) -> None:
+    """UserError when an image's file no longer has the SHA-256 recorded for its features in
+    the open features file ``fh`` (named ``label``); images recorded without one pass."""
     for path, name in images:
-        if name not in done:
-            continue
-        recorded = sink.image_sha256(name)
-        if recorded is not None and recorded != _sha256_or_none(path):
+        recorded = fh[name].attrs.get(IMAGE_SHA256)
+        if recorded is not None and str(plain(recorded)) != _sha256_or_none(path):
             raise UserError(
-                f"{output} holds features of {name!r} made from another file (the image "
+                f"{label} holds features of {name!r} made from another file (the image "
                 f"{path} has changed since); use --overwrite or another output"
             )
 

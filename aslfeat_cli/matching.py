@@ -297,16 +297,19 @@ def _pairs_to_do(
     todo = []
     with mfh:
         for a, b in pairs:
-            done = h5io.has_pair(mfh, a, b)
-            if done:
-                _stored_names(mfh, a, b)
-            if done and verify:
-                key = h5io.names_to_pair(a, b)
-                key = key if key in mfh else h5io.names_to_pair(b, a)
-                done = "inliers0" in mfh[key]
-            if not done:
+            if not pair_done(mfh, a, b, verify):
                 todo.append((a, b))
     return todo
+
+
+def pair_done(mfh: h5py.File, a: str, b: str, verify: bool) -> bool:
+    """Whether a resumed run may skip the pair: it is in the matches file (stored for these
+    two images, else UserError) and, with ``verify``, verified."""
+    found = h5io._find_pair(mfh, a, b)
+    if found is None:
+        return False
+    _stored_names(mfh, a, b)
+    return not verify or "inliers0" in mfh[found[0]]
 
 
 def _write_empty_shard(output: Path, features: Path, settings: dict, shard: str) -> None:

@@ -32,10 +32,9 @@ import h5py
 from .. import h5io
 from ..atomic import lock_folder
 from ..errors import UserError
-from ..extraction import ExtractionSummary
+from ..extraction import ExtractionSummary, _one_line
 from ..matching import MatchSummary
 from ..merge import merge_files
-from ..settings import IMAGE_SHA256, file_sha256, plain
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +157,6 @@ def _run_pool(
             ) from None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def _finish(parts: list[Path], output: Path, fresh: bool, progress: bool) -> None:
     """Merge the parts (and the output's earlier content) into the output, then drop them."""
     inputs = ([output] if output.exists() and not fresh else []) + parts
@@ -220,17 +214,14 @@ class ExtractActor:
 
 def _done_images(files: list[Path], images: dict[str, Path]) -> set[str]:
     """Images complete in ``files``; refuses, as a resume does, when an image file changed."""
+    from ..extraction import check_unchanged_images
+
     done: set[str] = set()
     for path in files:
         with h5io._opened(path) as fh:
-            for name in h5io.complete_images(fh) & images.keys():
-                recorded = fh[name].attrs.get(IMAGE_SHA256)
-                if recorded is not None and str(plain(recorded)) != file_sha256(images[name]):
-                    raise UserError(
-                        f"{path} holds features of {name!r} made from another file (the image "
-                        f"{images[name]} has changed since); use --overwrite or another output"
-                    )
-                done.add(name)
+            names = h5io.complete_images(fh) & images.keys()
+            check_unchanged_images(fh, [(images[name], name) for name in names], path)
+        done |= names
     return done
 
 
@@ -463,16 +454,14 @@ def _done_pairs(
 ) -> set[frozenset[str]]:
     """Pairs already in ``files``, checked as a resumed ``match`` checks its output (same
     settings, same features file); with ``verify`` only pairs that were verified."""
-    from ..matching import _settings_to_record
+    from ..matching import _settings_to_record, pair_done
 
     done: set[frozenset[str]] = set()
     with h5py.File(features, "r") as ffh:
         for path in files:
             with h5io._opened(path) as mfh:
                 _settings_to_record(mfh, ffh, settings, output=path, features=features)
-                for pair in h5io.list_pairs(path):
-                    key = h5io.names_to_pair(*pair)
-                    key = key if key in mfh else h5io.names_to_pair(pair[1], pair[0])
-                    if not verify or "inliers0" in mfh[key]:
-                        done.add(frozenset(pair))
+                for a, b in h5io.list_pairs(path):
+                    if pair_done(mfh, a, b, verify):
+                        done.add(frozenset((a, b)))
     return done
