@@ -19,6 +19,8 @@ import numpy as np
 from .backends import Backend, open_backend
 from .images import downscale_to_fit, scale_keypoints
 from .keypoints import DetectionConfig, select_keypoints
+from .standardization import standardize
+from .tiling import TILE_PIXELS, plan_tiles, run_tiled
 
 # Multi-scale inference of the official code: scales 1, 1/sqrt(2), ... down to a minimum size,
 # each level blurred before it is resized.
@@ -73,6 +75,9 @@ class Extractor:
             :mod:`.half_precision`).
         fp16: the same as ``precision="fp16"`` (kept for ``--fp16``).
         io_binding: explicit onnxruntime IO binding (None: on with CUDA).
+        tile_pixels: larger network inputs run in overlapping tiles of at most this many
+            pixels, so memory stays bounded (:mod:`.tiling`; the same keypoints up to the
+            margin's reach); None: always whole.
     """
 
     def __init__(
@@ -90,9 +95,13 @@ class Extractor:
         io_binding: bool | None = None,
         backend: str = "auto",
         precision: str = "auto",
+        tile_pixels: int | None = TILE_PIXELS,
     ) -> None:
         if max_dim is not None and max_dim < 16:
             raise ValueError("max_dim must be at least 16")
+        if tile_pixels is not None and tile_pixels < 500_000:
+            raise ValueError("tile_pixels must be at least 500000 (the margins need room)")
+        self.tile_pixels = tile_pixels
         self.config = DetectionConfig(
             num_keypoints=num_keypoints,
             score_threshold=score_threshold,
@@ -141,8 +150,18 @@ class Extractor:
         """'float32', 'bfloat16' or 'float16'."""
         return self.session.precision
 
+    def dense(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's score map and descriptor map of one (H, W) float32 image (0..255),
+        in tiles when it has more than ``tile_pixels`` pixels and the backend allows it."""
+        h, w = gray.shape
+        session = self.session
+        if self.tile_pixels is None or h * w <= self.tile_pixels or not session.standardized_input:
+            return session.run(gray)
+        tiles = plan_tiles(h, w, self.tile_pixels)
+        return run_tiled(session.run_network, standardize(gray), session.stride, tiles)
+
     def _single_scale(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        score_map, descriptor_map = self.session.run(gray)
+        score_map, descriptor_map = self.dense(gray)
         return select_keypoints(score_map, descriptor_map, self.config)
 
     def _scales(self, gray: np.ndarray):  # noqa: ANN202 (generator of arrays)

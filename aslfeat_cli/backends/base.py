@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import UserError
+from ..standardization import standardize
 
 MODEL_FILE = "aslfeat.onnx"
 INPUT = "image"
@@ -92,10 +93,18 @@ class Backend(Protocol):
     def device(self) -> str:
         """'cpu' or 'cuda': where the network really runs."""
 
+    #: True when the standardisation was taken out of the graph (:mod:`..standardization`):
+    #: run_network then takes standardised pixels, and large images may run in tiles.
+    standardized_input: bool
+
     def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score map (H, W) and descriptor map (H/4, W/4, D) for one (H, W) float32 image
         (0..255). The descriptor map may be a strided view (keypoints.py only gathers from it).
         """
+
+    def run_network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network on one (H, W) float32 input: standardised pixels when
+        ``standardized_input``, else raw 0..255 (what :meth:`run` passes)."""
 
     def describe(self) -> str:
         """The one-line device notice: backend, version, device and precision."""
@@ -107,9 +116,16 @@ class Backend(Protocol):
 
 
 class ModelInfo:
-    """Metadata helpers shared by the backends (``self.metadata`` is the ONNX metadata)."""
+    """Metadata helpers and :meth:`run`, shared by the backends (``self.metadata`` is the ONNX
+    metadata; a backend defines ``run_network`` and ``standardized_input``)."""
 
     metadata: dict[str, str]
+    standardized_input: bool
+
+    def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score map and descriptor map of one (H, W) grayscale image (0..255)."""
+        x = standardize(gray) if self.standardized_input else gray
+        return self.run_network(x)  # type: ignore[attr-defined]
 
     @property
     def min_size(self) -> int:

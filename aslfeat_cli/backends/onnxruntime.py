@@ -63,6 +63,7 @@ class ModelSession(ModelInfo):
     precision: str = "float32"  # "float16" when opened with fp16=True (see half_precision)
     io_binding: bool = False  # bind inputs/outputs explicitly (default on CUDA)
     name: str = "onnxruntime"
+    standardized_input: bool = False  # see base.Backend
 
     @property
     def device(self) -> str:
@@ -79,9 +80,9 @@ class ModelSession(ModelInfo):
         """One lane: the session already uses every thread it was given."""
         return [self]
 
-    def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Dense outputs for one (H, W) float32 grayscale image (0..255)."""
-        x = np.ascontiguousarray(gray, dtype=np.float32)[None, None]
+    def run_network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense outputs for one (H, W) float32 network input (see base.Backend)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)[None, None]
         if not self.io_binding:
             score_map, descriptor_map = self.session.run(list(OUTPUTS), {INPUT: x})
             return score_map, descriptor_map
@@ -97,22 +98,31 @@ class ModelSession(ModelInfo):
         return score_map, descriptor_map
 
 
-def _float16_bytes(path: Path) -> bytes:
-    """The model at ``path`` converted by :func:`.half_precision.to_float16`, serialised."""
+def _prepared_model(path: Path, fp16: bool) -> tuple[bytes | str, bool]:
+    """What the session loads: the model without its standardisation (so large images can
+    run in tiles) and, with ``fp16``, converted by :func:`.half_precision.to_float16`; and
+    whether the standardisation was removed. Without the onnx package: the file as it is."""
     try:
         import onnx
     except ImportError as e:
-        raise UserError("--fp16 needs the onnx package: pip install onnx") from e
+        if fp16:
+            raise UserError("--fp16 needs the onnx package: pip install onnx") from e
+        logger.debug("onnx is not installed: large images run whole (no tiles)")
+        return str(path), False
     from ..half_precision import to_float16
+    from ..standardization import remove_from_graph
 
     try:
         proto = onnx.load(str(path))
     except Exception as e:  # protobuf's DecodeError and friends
         raise UserError(f"{path}: not a valid ONNX model ({e.__class__.__name__})") from e
-    try:
-        return to_float16(proto).SerializeToString()
-    except ValueError as e:
-        raise UserError(f"{path}: {e}") from e
+    standardized = remove_from_graph(proto)
+    if fp16:
+        try:
+            proto = to_float16(proto)
+        except ValueError as e:
+            raise UserError(f"{path}: {e}") from e
+    return proto.SerializeToString(), standardized
 
 
 def open_session(
@@ -138,7 +148,7 @@ def open_session(
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    source = _float16_bytes(path) if fp16 else str(path)
+    source, standardized = _prepared_model(path, fp16)
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
@@ -146,6 +156,7 @@ def open_session(
     meta = dict(session.get_modelmeta().custom_metadata_map)
     check_contract(path, meta, [o.name for o in session.get_outputs()])
     result = ModelSession(path, session, meta, "float16" if fp16 else "float32")
+    result.standardized_input = standardized
     result.io_binding = result.device == "cuda" if io_binding is None else io_binding
     if fp16 and result.device == "cpu":
         logger.warning("--fp16 on the CPU: about as fast as float32 there; it pays off on CUDA")

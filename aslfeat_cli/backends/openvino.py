@@ -81,6 +81,7 @@ class OpenVinoModel(ModelInfo):
     request: Any = None
     streams: int = 1
     options: dict[str, Any] = field(default_factory=dict)  # open_openvino's, for lanes()
+    standardized_input: bool = False  # see base.Backend
 
     def __post_init__(self) -> None:
         if self.request is None:
@@ -107,9 +108,9 @@ class OpenVinoModel(ModelInfo):
         cpu = ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
         return f"openvino {ov.__version__.split('-')[0]} on cpu, {self.precision} ({cpu})"
 
-    def run(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Dense outputs for one (H, W) float32 grayscale image (0..255)."""
-        x = np.ascontiguousarray(gray, dtype=np.float32)[None, None]
+    def run_network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense outputs for one (H, W) float32 network input (see base.Backend)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)[None, None]
         results = self.request.infer({INPUT: x})  # copies the outputs (share_outputs=False)
         score_map = results[self.compiled.output(OUTPUTS[0])]
         descriptor_map = results[self.compiled.output(OUTPUTS[1])]
@@ -118,13 +119,15 @@ class OpenVinoModel(ModelInfo):
         return score_map, descriptor_map
 
 
-def _read_model(core: Any, path: Path) -> tuple[Any, dict[str, str], str]:
-    """The OpenVINO model of the ONNX file at ``path``, its metadata and descriptor layout."""
+def _read_model(core: Any, path: Path) -> tuple[Any, dict[str, str], str, bool]:
+    """The OpenVINO model of the ONNX file at ``path``, its metadata, descriptor layout and
+    whether the standardisation was taken out of the graph (for tiles)."""
     try:
         import onnx
     except ImportError as e:
         raise UserError("--backend openvino needs the onnx package: pip install onnx") from e
     from ..openvino_graph import LAYOUT_KEY, to_openvino
+    from ..standardization import remove_from_graph
 
     try:
         proto = onnx.load(str(path))
@@ -132,6 +135,7 @@ def _read_model(core: Any, path: Path) -> tuple[Any, dict[str, str], str]:
         raise UserError(f"{path}: not a valid ONNX model ({e.__class__.__name__})") from e
     metadata = {p.key: p.value for p in proto.metadata_props}
     check_contract(path, metadata, [o.name for o in proto.graph.output])
+    standardized = remove_from_graph(proto)
     try:
         ready = to_openvino(proto)
     except ValueError as e:
@@ -145,7 +149,7 @@ def _read_model(core: Any, path: Path) -> tuple[Any, dict[str, str], str]:
         if op.get_type_name() == "DeformableConvolution":
             # The ONNX reader drops this attribute (openvino_graph says why it matters).
             op.set_attribute("bilinear_interpolation_pad", True)
-    return model, metadata, layout
+    return model, metadata, layout, standardized
 
 
 def open_openvino(
@@ -177,7 +181,7 @@ def open_openvino(
     core = ov.Core()
     if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         raise UserError("--precision bf16: this CPU has no native bfloat16 (AVX512_BF16 or AMX)")
-    network, metadata, layout = _read_model(core, path)
+    network, metadata, layout, standardized = _read_model(core, path)
     if static_shape is not None:
         network.reshape({INPUT: [1, 1, *static_shape]})
     config: dict[str, Any] = {
@@ -210,4 +214,5 @@ def open_openvino(
         layout,
         streams=max(1, streams),
         options=options,
+        standardized_input=standardized,
     )
