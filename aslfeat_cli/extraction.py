@@ -54,6 +54,7 @@ from .settings import (
     read_db_settings,
     write_db_settings,
 )
+from .tiling import TILE_PIXELS
 
 if TYPE_CHECKING:
     from .extractor import Extractor
@@ -358,7 +359,12 @@ def network_size(width: int, height: int, max_dim: int | None) -> tuple[int, int
     return fit_pixels(width, height, AUTO_MAX_PIXELS)
 
 
-def _load(path: Path, max_dim: int | None, notice: Callable[[], None] = lambda: None) -> _Loaded:
+def _load(
+    path: Path,
+    max_dim: int | None,
+    notice: Callable[[], None] = lambda: None,
+    tile_pixels: int | None = TILE_PIXELS,
+) -> _Loaded:
     """Worker-thread job: check the size from the header, decode and downscale one image.
 
     Memory is refused before decoding when the network input would not fit (check_memory).
@@ -366,7 +372,7 @@ def _load(path: Path, max_dim: int | None, notice: Callable[[], None] = lambda: 
     data = read_bytes(path)
     size = header_size(data)
     if size is not None:
-        check_memory(network_size(*size, max_dim))
+        check_memory(network_size(*size, max_dim), tile_pixels)
     if size is not None and size[0] * size[1] > _BIG_DECODE:
         with _big_decodes:  # one large decode at a time: --workers 4 must not mean 4x memory
             image = decode_image(data)  # JPEGs above the decoding limit come back reduced
@@ -376,7 +382,7 @@ def _load(path: Path, max_dim: int | None, notice: Callable[[], None] = lambda: 
     original = size if size is not None else (width, height)
     target = network_size(*original, max_dim)
     if size is None:
-        check_memory(target)
+        check_memory(target, tile_pixels)
     if max_dim is None and target != tuple(original):
         notice()
     # float32 here, on the worker, so the main thread's to_gray() has nothing left to convert.
@@ -543,6 +549,7 @@ def run_extraction(
             logger.debug("%d image(s) already in %s: skipped", summary.n_skipped, output)
         max_dim = extractor.max_dim  # resized here on the workers; extract() sees a fit image
         notice = _OnceNotice()
+        tiles = extractor.tile_pixels if extractor.session.standardized_input else None
         infer = _Inference(extractor, streams)
         with (
             logging_redirect_tqdm(),
@@ -581,7 +588,7 @@ def run_extraction(
 
             try:
                 for path, name, loading in _prefetch(
-                    todo, lambda p: _load(p, max_dim, notice), workers or default_workers()
+                    todo, lambda p: _load(p, max_dim, notice, tiles), workers or default_workers()
                 ):
                     pending.append((path, name, pool.submit(infer, loading)))
                     if len(pending) > streams:

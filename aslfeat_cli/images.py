@@ -24,23 +24,27 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .tiling import TILE_PIXELS
+
 # Lower-case suffixes collected when walking folders (matched case-insensitively).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2"}
 )
 MIN_SIDE = 16
 # Without --max-dim, images with more pixels are downscaled to this many (notice printed once
-# per run): the network's peak memory grows 0.8-1.3 GB per megapixel (bench_memory.py),
-# so 2 MP keeps a run under 2 GB; 1536x1024 (1.6 MP, the SfM tests) is not touched.
+# per run): 2 MP keeps SfM accuracy (1536x1024, the SfM tests' 1.6 MP, is not touched) and the
+# work per image bounded; memory is bounded by the tiles (aslfeat_cli/tiling.py) in any case.
 AUTO_MAX_PIXELS = 2_000_000
 # Decoded-pixel limit, checked from the file header before decoding (decompression bombs):
 # larger JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, other formats refused.
 MAX_DECODE_PIXELS = 40_000_000
-# Peak memory of one network run, used to refuse before decoding. Measured for the whole
-# process (onnxruntime 1.32, CPU, 2026-12-01, benchmarks/bench_memory.py): 0.82 GB at
-# 0.79 MP, 1.77 GB at 2 MP, 4.78 GB at 4.3 MP (it grows faster than the pixel count), so
-# the estimate is the 4.3 MP figure's 1.1 GB per MP: conservative below it.
+# Peak memory of one image, used to refuse before decoding. The network runs in tiles of at
+# most TILE_PIXELS; below that its peak grows ~1.1 GB per MP (whole process, onnxruntime 1.32,
+# 2026-12-01: 0.82 GB at 0.79 MP, 1.77 GB at 2 MP, 4.78 GB at 4.3 MP untiled, so the 4.3 MP
+# slope: conservative below it). Above it, only the whole-image maps grow: measured 62 bytes
+# per pixel (2.06 GB at 4.3 MP, 2.46 GB at 12 MP uncapped, OpenVINO bf16, 2026-12-03), 100 here.
 NETWORK_BYTES_PER_PIXEL = 1100
+MAP_BYTES_PER_PIXEL = 100
 NETWORK_BASE_BYTES = 200 * 2**20
 
 _DECODE_FLAGS = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
@@ -234,10 +238,18 @@ def available_memory() -> int | None:
     return min(values) if values else None
 
 
-def check_memory(size: tuple[int, int]) -> None:
+def memory_estimate(size: tuple[int, int], tile_pixels: int | None = TILE_PIXELS) -> int:
+    """Estimated peak bytes of a network input of ``size`` (W, H) run in tiles of at most
+    ``tile_pixels`` (None: whole)."""
+    pixels = size[0] * size[1]
+    network = pixels if tile_pixels is None else min(pixels, tile_pixels)
+    return NETWORK_BASE_BYTES + NETWORK_BYTES_PER_PIXEL * network + MAP_BYTES_PER_PIXEL * pixels
+
+
+def check_memory(size: tuple[int, int], tile_pixels: int | None = TILE_PIXELS) -> None:
     """Refuse, before decoding, a network input of ``size`` (W, H) whose estimated peak
-    memory exceeds what is available."""
-    need = NETWORK_BASE_BYTES + NETWORK_BYTES_PER_PIXEL * size[0] * size[1]
+    memory (:func:`memory_estimate`) exceeds what is available."""
+    need = memory_estimate(size, tile_pixels)
     free = available_memory()
     if free is not None and need > free:
         raise ImageError(

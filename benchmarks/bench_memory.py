@@ -6,7 +6,7 @@ OpenVINO the pipeline runs two images at once, and one photo would leave the sec
 unused), under an address-space limit so that nothing can
 take the machine down; its peak resident memory comes from wait4(). "capped" is the default
 (images above 2 MP downscaled to 2 MP for the network); "uncapped" passes --max-dim 100000.
-Uncapped runs whose estimate (images.NETWORK_BYTES_PER_PIXEL) exceeds --max-gb are not run.
+Uncapped runs whose estimate (images.memory_estimate) exceeds --max-gb are not run.
 
     python benchmarks/bench_memory.py [--max-gb 4] [--sizes 640x480,1024x768,4000x3000]
         [--copies 3] [-- extra extract options, e.g. --backend onnxruntime]
@@ -57,7 +57,7 @@ def run(image: Path, out: Path, extra: list[str], limit_bytes: int) -> tuple[flo
 
 def main() -> None:
     from aslfeat_cli.extraction import network_size
-    from aslfeat_cli.images import NETWORK_BASE_BYTES, NETWORK_BYTES_PER_PIXEL
+    from aslfeat_cli.images import memory_estimate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="640x480,1024x768,4000x3000")
@@ -85,7 +85,7 @@ def main() -> None:
                 ("uncapped", ["--max-dim", "100000"], 100000),
             ):
                 w, h = network_size(width, height, max_dim)
-                estimate = NETWORK_BASE_BYTES + NETWORK_BYTES_PER_PIXEL * w * h
+                estimate = memory_estimate((w, h))
                 if estimate > args.max_gb * 2**30:
                     print(
                         f"| {width}x{height} | {rule} | {w}x{h} | not run "

@@ -20,6 +20,7 @@ from aslfeat_cli.images import (
     AUTO_MAX_PIXELS,
     MAX_DECODE_PIXELS,
     MIN_SIDE,
+    MAP_BYTES_PER_PIXEL,
     NETWORK_BYTES_PER_PIXEL,
     ImageError,
     available_memory,
@@ -122,10 +123,15 @@ def test_downscale_notice_once_per_run(tmp_path: Path, caplog: pytest.LogCapture
 def test_memory_refusal_uses_what_is_available() -> None:
     free = available_memory()
     assert free is not None and free > 0
-    side = int((free / NETWORK_BYTES_PER_PIXEL) ** 0.5 * 1.5)  # estimate above free memory
+    side = int((free / MAP_BYTES_PER_PIXEL) ** 0.5 * 1.5)  # estimate above free memory
     with pytest.raises(ImageError, match="GB available; use a smaller --max-dim"):
         check_memory((side, side))
     check_memory((640, 480))
+    # A model that cannot run in tiles (no standardisation to take out) needs far more.
+    untiled = int((free / NETWORK_BYTES_PER_PIXEL) ** 0.5 * 1.5)
+    check_memory((untiled, untiled))
+    with pytest.raises(ImageError, match="GB available"):
+        check_memory((untiled, untiled), tile_pixels=None)
 
 
 @pytest.mark.skipif(not MODEL.is_file(), reason="weights/aslfeat.onnx not built")
