@@ -18,9 +18,9 @@ import pytest
 from aslfeat_cli.extraction import _load, _OnceNotice
 from aslfeat_cli.images import (
     AUTO_MAX_PIXELS,
+    MAP_BYTES_PER_PIXEL,
     MAX_DECODE_PIXELS,
     MIN_SIDE,
-    MAP_BYTES_PER_PIXEL,
     NETWORK_BYTES_PER_PIXEL,
     ImageError,
     available_memory,
