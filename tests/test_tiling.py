@@ -107,12 +107,9 @@ def test_tiles_give_the_whole_image_keypoints(backend: str) -> None:
     assert np.median(cosine) > 0.9999 and np.quantile(cosine, 0.01) > 0.99
 
 
-@needs_model
-def test_uncapped_large_photo_stays_under_0_6_gb_per_megapixel(tmp_path: Path) -> None:
-    width, height = 2400, 1800
-    path = tmp_path / "big.png"
-    cv2.imwrite(str(path), _photo(width, height))
-    # VmHWM, not ru_maxrss: Linux carries the parent's (pytest's) peak into ru_maxrss at exec.
+def _peak_of_extract(tmp_path: Path, image: Path, *args: str) -> int:
+    """Peak resident bytes of one `aslfeat extract` process (VmHWM, not ru_maxrss: Linux
+    carries the parent's (pytest's) peak into ru_maxrss at exec)."""
     code = (
         "import sys\n"
         "from aslfeat_cli.cli import main\n"
@@ -124,12 +121,28 @@ def test_uncapped_large_photo_stays_under_0_6_gb_per_megapixel(tmp_path: Path) -
     )
     out = tmp_path / "f.h5"
     done = subprocess.run(
-        [sys.executable, "-c", code, "extract", str(path), "-o", str(out), "--max-dim", "100000"],
+        [sys.executable, "-c", code, "extract", str(image), "-o", str(out), *args],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    peak = int(done.stderr.split("maxrss")[-1].split()[0]) * 1024
+    return int(done.stderr.split("maxrss")[-1].split()[0]) * 1024
+
+
+@needs_model
+def test_uncapped_large_photo_stays_under_0_6_gb_per_megapixel(tmp_path: Path) -> None:
+    width, height = 2400, 1800
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), _photo(width, height))
+    peak = _peak_of_extract(tmp_path, path, "--max-dim", "100000")
     bound = 0.6e9 * width * height / 1e6
     assert peak <= bound, f"peak {peak / 1e9:.2f} GB > {bound / 1e9:.2f} GB"
+
+
+@needs_model
+def test_default_settings_stay_under_2_gb_on_a_12_mp_photo(tmp_path: Path) -> None:
+    path = tmp_path / "phone.png"
+    cv2.imwrite(str(path), _photo(4000, 3000))
+    peak = _peak_of_extract(tmp_path, path)
+    assert peak <= 2e9, f"peak {peak / 1e9:.2f} GB"  # 2.52 GB before tiles (old code, this photo)
