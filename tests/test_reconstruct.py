@@ -25,6 +25,7 @@ from aslfeat_cli.colmap_db import ColmapFeatureWriter  # noqa: E402
 from aslfeat_cli.errors import UserError  # noqa: E402
 from aslfeat_cli.matching import MatchOptions  # noqa: E402
 from aslfeat_cli.reconstruct import image_root, reconstruct_from_features  # noqa: E402
+from aslfeat_cli.sfm_eval import camera_centre_errors  # noqa: E402
 
 from .conftest import require_shared  # noqa: E402
 
@@ -86,18 +87,6 @@ def extract(request) -> FeatureSource:
     return FeatureSource(request.param, write, RATIO[request.param])
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R, t) minimising |dst - (s R src + t)|^2 (Umeyama 1991)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    cov = (dst - mu_d).T @ (src - mu_s) / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.eye(3)
-    d[2, 2] = np.sign(np.linalg.det(u @ vt))
-    rot = u @ d @ vt
-    scale = np.trace(np.diag(sig) @ d) / (src - mu_s).var(0).sum()
-    return scale, rot, mu_d - scale * rot @ mu_s
-
-
 @pytest.mark.slow
 def test_sacre_coeur_all_registered(extract, tmp_path):
     if extract.source == "sift":
@@ -142,13 +131,8 @@ def test_fountain_cameras_match_ground_truth(extract, tmp_path):
         num_threads=2,
     )
     assert stats.registered == 11 == len(images)
-    model = pycolmap.Reconstruction(tmp_path / "sfm" / "sparse")
-    names = sorted(gt)
-    est = np.array([model.find_image_with_name(n).projection_center() for n in names])
-    ref = np.array([gt[n]["center"] for n in names])
-    scale, rot, t = umeyama(est, ref)
-    errors = np.linalg.norm((scale * (rot @ est.T)).T + t - ref, axis=1)
-    extent = np.linalg.norm(ref.max(0) - ref.min(0))  # diagonal of the GT centres' box
+    centres = {name: camera["center"] for name, camera in gt.items()}
+    errors, extent = camera_centre_errors(tmp_path / "sfm" / "sparse", centres)
     print(
         f"\nfountain-P11: max camera centre error {errors.max():.4f} m = "
         f"{100 * errors.max() / extent:.3f}% of the {extent:.2f} m extent"

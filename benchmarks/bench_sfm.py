@@ -1,0 +1,89 @@
+"""Structure from motion with one or more ONNX models, side by side (issue 11's SfM row).
+
+For each scene of ../shared/data/sfm and each model: extract (4,000 keypoints, --max-dim
+1024, as tests/test_reconstruct.py), match exhaustively, verify and map with pycolmap, then
+print registered images, 3D points, mean track length, mean reprojection error and, where the
+scene has ground-truth cameras (fountain-P11), the largest camera-centre error after a
+similarity alignment, in % of the scene extent. ``--runs N`` repeats the mapping (it varies
+with pycolmap's threads) and reports every run.
+
+    python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SFM = Path(os.environ.get("ASLFEAT_SHARED_DATA") or ROOT.parent / "shared" / "data") / "sfm"
+NUM_KEYPOINTS = 4000
+MAX_DIM = 1024
+
+
+def run_scene(model: str | None, scene: Path, work: Path) -> dict[str, float | int | str]:
+    """One extraction and reconstruction of ``scene`` with ``model``; its figures."""
+    from aslfeat_cli import Extractor
+    from aslfeat_cli.extraction import run_extraction
+    from aslfeat_cli.images import walk_images
+    from aslfeat_cli.reconstruct import reconstruct_from_features
+    from aslfeat_cli.sfm_eval import camera_centre_errors
+
+    folder = scene / "images"
+    images = [(p, p.relative_to(folder).as_posix()) for p in sorted(walk_images(folder))]
+    extractor = Extractor(model, num_keypoints=NUM_KEYPOINTS, max_dim=MAX_DIM)
+    features = work / "features.h5"
+    run_extraction(images, features, extractor, progress=False)
+    gt = scene / "cameras_gt.json"
+    stats = reconstruct_from_features(  # one camera where it is one (fountain-P11's GT scene)
+        images, features, work / "sfm", single_camera=gt.is_file(), progress=False, num_threads=2
+    )
+    row: dict[str, float | int | str] = {
+        "registered": f"{stats.registered}/{len(images)}",
+        "points": stats.points,
+        "track": round(stats.mean_track_length, 2),
+        "reproj_px": round(stats.mean_reprojection_error, 3),
+        "camera_error_pct": "",
+    }
+    if gt.is_file() and stats.registered == len(images):
+        centres = {n: c["center"] for n, c in json.loads(gt.read_text()).items()}
+        errors, extent = camera_centre_errors(work / "sfm" / "sparse", centres)
+        row["camera_error_pct"] = round(100 * float(errors.max()) / extent, 3)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help="ONNX model (repeat; default: shipped)")
+    parser.add_argument("--scenes", default="fountain-P11,sacre_coeur")
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's mapper log, before its import
+    models = args.model or [None]
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(
+        "| scene | model | run | registered | 3D points | track length | reproj. px | "
+        "camera error % |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.scenes.split(","):
+        for run in range(1, args.runs + 1):
+            for model in models:  # interleaved: the machine's load hits every model alike
+                with tempfile.TemporaryDirectory() as tmp:
+                    row = run_scene(model, SFM / name, Path(tmp))
+                label = Path(model).name if model else "shipped"
+                print(
+                    f"| {name} | {label} | {run} | {row['registered']} | {row['points']} | "
+                    f"{row['track']} | {row['reproj_px']} | {row['camera_error_pct']} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
