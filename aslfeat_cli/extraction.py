@@ -549,7 +549,7 @@ def run_extraction(
             logger.debug("%d image(s) already in %s: skipped", summary.n_skipped, output)
         max_dim = extractor.max_dim  # resized here on the workers; extract() sees a fit image
         notice = _OnceNotice()
-        tiles = extractor.tile_pixels if extractor.session.standardized_input else None
+        tiles = extractor.effective_tile_pixels  # for the memory estimate before decoding
         infer = _Inference(extractor, streams)
         with (
             logging_redirect_tqdm(),

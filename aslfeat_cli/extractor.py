@@ -150,15 +150,21 @@ class Extractor:
         """'float32', 'bfloat16' or 'float16'."""
         return self.session.precision
 
+    @property
+    def effective_tile_pixels(self) -> int | None:
+        """The tile size inputs really run in: ``tile_pixels``, or None where the backend's
+        model keeps its standardisation inside (it then runs every image whole)."""
+        return self.tile_pixels if self.session.standardized_input else None
+
     def dense(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's score map and descriptor map of one (H, W) float32 image (0..255),
-        in tiles when it has more than ``tile_pixels`` pixels and the backend allows it."""
+        in tiles when it has more than :attr:`effective_tile_pixels` pixels."""
         h, w = gray.shape
-        session = self.session
-        if self.tile_pixels is None or h * w <= self.tile_pixels or not session.standardized_input:
-            return session.run(gray)
-        tiles = plan_tiles(h, w, self.tile_pixels)
-        return run_tiled(session.run_network, standardize(gray), session.stride, tiles)
+        tile_pixels = self.effective_tile_pixels
+        if tile_pixels is None or h * w <= tile_pixels:
+            return self.session.run(gray)
+        tiles = plan_tiles(h, w, tile_pixels)
+        return run_tiled(self.session.run_network, standardize(gray), self.session.stride, tiles)
 
     def _single_scale(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         score_map, descriptor_map = self.dense(gray)

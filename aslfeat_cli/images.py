@@ -41,8 +41,9 @@ MAX_DECODE_PIXELS = 40_000_000
 # Peak memory of one image, used to refuse before decoding. The network runs in tiles of at
 # most TILE_PIXELS; below that its peak grows ~1.1 GB per MP (whole process, onnxruntime 1.32,
 # 2026-12-01: 0.82 GB at 0.79 MP, 1.77 GB at 2 MP, 4.78 GB at 4.3 MP untiled, so the 4.3 MP
-# slope: conservative below it). Above it, only the whole-image maps grow: measured 62 bytes
-# per pixel (2.06 GB at 4.3 MP, 2.46 GB at 12 MP uncapped, OpenVINO bf16, 2026-12-03), 100 here.
+# slope: conservative below it). Above it, only the whole-image maps grow: about 60 bytes per
+# pixel (bench_memory.py, 2026-12-03, OpenVINO fp32: 2,116 MiB at 4.3 MP, 2,559 MiB at 12 MP
+# uncapped), 100 here.
 NETWORK_BYTES_PER_PIXEL = 1100
 MAP_BYTES_PER_PIXEL = 100
 NETWORK_BASE_BYTES = 200 * 2**20

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -72,6 +72,17 @@ def check_contract(path: Path, metadata: dict[str, str], output_names: list[str]
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing or tuple(output_names) != OUTPUTS:
         raise UserError(f"{path}: an ONNX model, but not an aslfeat export (metadata or outputs)")
+
+
+def load_onnx(path: Path) -> Any:
+    """The ``onnx.ModelProto`` at ``path`` (the caller has imported onnx); UserError in one line
+    when the file is not one."""
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise UserError(f"{path}: not a valid ONNX model ({e.__class__.__name__})") from e
 
 
 def invalid_model_error(path: Path, exc: BaseException) -> UserError:

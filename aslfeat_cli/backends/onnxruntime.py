@@ -16,6 +16,7 @@ from .base import (
     ModelInfo,
     check_contract,
     invalid_model_error,
+    load_onnx,
     model_file,
 )
 
@@ -103,7 +104,7 @@ def _prepared_model(path: Path, fp16: bool) -> tuple[bytes | str, bool]:
     run in tiles) and, with ``fp16``, converted by :func:`.half_precision.to_float16`; and
     whether the standardisation was removed. Without the onnx package: the file as it is."""
     try:
-        import onnx
+        import onnx  # noqa: F401 (load_onnx needs it)
     except ImportError as e:
         if fp16:
             raise UserError("--fp16 needs the onnx package: pip install onnx") from e
@@ -112,10 +113,7 @@ def _prepared_model(path: Path, fp16: bool) -> tuple[bytes | str, bool]:
     from ..half_precision import to_float16
     from ..standardization import remove_from_graph
 
-    try:
-        proto = onnx.load(str(path))
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise UserError(f"{path}: not a valid ONNX model ({e.__class__.__name__})") from e
+    proto = load_onnx(path)
     standardized = remove_from_graph(proto)
     if fp16:
         try:

@@ -25,6 +25,7 @@ from .base import (
     ModelInfo,
     check_contract,
     invalid_model_error,
+    load_onnx,
     model_file,
 )
 
@@ -123,16 +124,13 @@ def _read_model(core: Any, path: Path) -> tuple[Any, dict[str, str], str, bool]:
     """The OpenVINO model of the ONNX file at ``path``, its metadata, descriptor layout and
     whether the standardisation was taken out of the graph (for tiles)."""
     try:
-        import onnx
+        import onnx  # noqa: F401 (load_onnx needs it)
     except ImportError as e:
         raise UserError("--backend openvino needs the onnx package: pip install onnx") from e
     from ..openvino_graph import LAYOUT_KEY, to_openvino
     from ..standardization import remove_from_graph
 
-    try:
-        proto = onnx.load(str(path))
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise UserError(f"{path}: not a valid ONNX model ({e.__class__.__name__})") from e
+    proto = load_onnx(path)
     metadata = {p.key: p.value for p in proto.metadata_props}
     check_contract(path, metadata, [o.name for o in proto.graph.output])
     standardized = remove_from_graph(proto)
