@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from aslfeat_training.localization import (  # noqa: E402
     localization_loss,
+    newton_keypoints,
     nms_peaks,
     peakiness_loss,
     repeatability_loss,
@@ -47,14 +48,22 @@ H = translation(*SHIFT)
 TRUTH_B = np.array(CENTRE_A) + np.array(SHIFT)
 
 
-def reprojection_of(centre_b: torch.Tensor) -> torch.Tensor:
+def reprojection_of(centre_b: torch.Tensor, position: str = "softargmax") -> torch.Tensor:
     score_a = blob(torch.tensor(CENTRE_A, dtype=torch.float64))
     score_b = blob(centre_b)
-    kp_a, _ = soft_argmax(score_a, nms_peaks(score_a, 10))
-    kp_b, _ = soft_argmax(score_b, nms_peaks(score_b, 10))
+    if position == "newton":
+        kp_a = newton_keypoints(score_a, nms_peaks(score_a, 10))
+        kp_b = newton_keypoints(score_b, nms_peaks(score_b, 10))
+    else:
+        kp_a, _ = soft_argmax(score_a, nms_peaks(score_a, 10))
+        kp_b, _ = soft_argmax(score_b, nms_peaks(score_b, 10))
     loss, stats = reprojection_loss(kp_a, kp_b, H, (SIZE, SIZE), (SIZE, SIZE))
     assert stats["pairs"] == 1
     return loss
+
+
+def newton_reprojection_of(centre_b: torch.Tensor) -> torch.Tensor:
+    return reprojection_of(centre_b, "newton")
 
 
 def repeatability_of(centre_b: torch.Tensor) -> torch.Tensor:
@@ -83,12 +92,16 @@ def gradient_at(loss_of, centre: np.ndarray) -> np.ndarray:
     return c.grad.numpy()
 
 
-@pytest.mark.parametrize("loss_of", [reprojection_of, repeatability_of], ids=["reproj", "rep"])
+LOSSES = [reprojection_of, newton_reprojection_of, repeatability_of]
+LOSS_IDS = ["reproj", "reproj-newton", "rep"]
+
+
+@pytest.mark.parametrize("loss_of", LOSSES, ids=LOSS_IDS)
 def test_loss_is_minimal_at_the_true_position(loss_of):
     np.testing.assert_allclose(scan_minimum(loss_of), TRUTH_B, atol=0.026)
 
 
-@pytest.mark.parametrize("loss_of", [reprojection_of, repeatability_of], ids=["reproj", "rep"])
+@pytest.mark.parametrize("loss_of", LOSSES, ids=LOSS_IDS)
 @pytest.mark.parametrize("displacement", [(0.5, 0.0), (0.0, -0.4), (-0.3, 0.35), (0.8, 0.8)])
 def test_gradient_points_to_the_true_position(loss_of, displacement):
     centre = TRUTH_B + np.array(displacement)
@@ -106,6 +119,34 @@ def test_soft_argmax_recovers_sub_pixel_centres():
         assert keypoints.shape == (1, 2)
         np.testing.assert_allclose(keypoints[0].numpy(), centre, atol=0.02)
         assert 0 < float(dispersity[0]) < 1.0
+
+
+def test_newton_keypoints_are_the_inference_refinement():
+    """The training-time Newton positions equal aslfeat_cli.keypoints.refine's, so the loss
+    trains the keypoints users get."""
+    from aslfeat_cli.keypoints import refine
+
+    rng = np.random.default_rng(3)
+    score = torch.from_numpy(rng.random((30, 36)).astype(np.float32))
+    score[10, 10:13] = 0.5  # a flat row: singular Hessians take no step
+    score[9:12, 9:14] = 0.5
+    peaks = nms_peaks(score, 40, radius=1, border=1)
+    peaks = torch.cat([peaks, torch.tensor([[10, 11]])])
+    ours = newton_keypoints(score, peaks).numpy()
+    theirs = refine(score.numpy(), peaks.numpy())[:, ::-1]
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    assert np.abs(ours - peaks.flip(1).numpy()).max() <= 0.5
+    np.testing.assert_array_equal(ours[-1], [11.0, 10.0])
+
+
+def test_newton_keypoints_recover_sub_pixel_centres_and_stay_in_the_graph():
+    for centre in [(12.0, 20.0), (12.3, 20.0), (12.7, 19.6), (25.45, 9.8)]:
+        c = torch.tensor(centre, dtype=torch.float64, requires_grad=True)
+        score = blob(c)
+        keypoints = newton_keypoints(score, nms_peaks(score, 5))
+        np.testing.assert_allclose(keypoints[0].detach().numpy(), centre, atol=0.05)
+        keypoints[0, 0].backward()
+        assert c.grad[0] > 0.5  # the keypoint follows the blob
 
 
 def test_dispersity_grows_with_blob_width_and_its_gradient_sharpens():

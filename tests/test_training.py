@@ -67,7 +67,10 @@ def test_step_changes_parameters_and_overfits_one_batch(photo_root: Path, tmp_pa
 def test_resume_continues_step_count(photo_root: Path, tmp_path: Path):
     first = run(_args(tmp_path, photo_root, "--steps", "2", "--ckpt-every", "1"))
     assert first["step"] == 2 and np.isfinite(first["loss"])
-    second = run(_args(tmp_path, photo_root, "--steps", "3", "--resume"))
+    # A resumed run may change the loss options (here: inference's Newton positions).
+    second = run(
+        _args(tmp_path, photo_root, "--steps", "3", "--resume", "--keypoint-position", "newton")
+    )
     assert second["step"] == 3
     state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["step"] == 3

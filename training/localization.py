@@ -30,6 +30,11 @@ TEMPERATURE = 0.1  # softmax temperature on window scores relative to the window
 NUM_PEAKS = 256  # peaks per view and pair
 DISTANCE_CAP = 5.0  # pixels: farther nearest neighbours are not pulled together
 PATCH_SIZE = 8  # R2D2's local patch for the cosine similarity and peakiness
+#: Where the reprojection term takes each keypoint: the soft-argmax of its window, or the
+#: official clipped Newton step that inference uses (``aslfeat_cli.keypoints.refine``).
+POSITIONS = ("softargmax", "newton")
+POSITION = "softargmax"
+NEWTON_CLIP = 0.5  # pixels, as inference (keypoints.REFINEMENT_CLIP)
 
 
 def warp(points: torch.Tensor, homography: torch.Tensor) -> torch.Tensor:
@@ -109,6 +114,37 @@ def soft_argmax(
     keypoints = peaks.flip(1).to(score.dtype) + mean_offset
     spread = torch.sqrt(((offsets[None] - mean_offset[:, None]) ** 2).sum(-1) + 1e-8)
     return keypoints, (weights * spread).sum(dim=1)
+
+
+def newton_keypoints(score: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel keypoints (N, 2) x, y by inference's refinement, differentiable in ``score``.
+
+    One Newton step on the 3x3 finite differences around each integer (row, col) peak,
+    clipped to NEWTON_CLIP, with a zero step where the Hessian is singular: the same arithmetic
+    as ``aslfeat_cli.keypoints.refine``, so the loss trains the positions users get (the
+    soft-argmax is only close to them where a window is symmetric). Peaks lie at least one
+    pixel inside the map (``nms_peaks`` keeps a border).
+    """
+    if len(peaks) == 0:
+        return score.new_zeros((0, 2)) + score.sum() * 0
+    i, j = peaks[:, 0], peaks[:, 1]
+    c = score[i, j]
+    up, down = score[i - 1, j], score[i + 1, j]
+    left, right = score[i, j - 1], score[i, j + 1]
+    di = 0.5 * (down - up)
+    dj = 0.5 * (right - left)
+    dii = down - 2 * c + up
+    djj = right - 2 * c + left
+    corners = score[i + 1, j + 1] - score[i + 1, j - 1] - score[i - 1, j + 1] + score[i - 1, j - 1]
+    dij = 0.25 * corners
+    det = dii * djj - dij * dij
+    singular = det == 0
+    inv = 1.0 / torch.where(singular, torch.ones_like(det), det)
+    inv = torch.where(singular, torch.zeros_like(inv), inv)
+    step_i = -(djj * inv * di - dij * inv * dj)
+    step_j = -(-dij * inv * di + dii * inv * dj)
+    steps = torch.stack([step_j, step_i], dim=1).clamp(-NEWTON_CLIP, NEWTON_CLIP)
+    return peaks.flip(1).to(score.dtype) + steps
 
 
 def _inside(points: torch.Tensor, size: tuple[int, int], border: float = 0.0) -> torch.Tensor:
@@ -257,11 +293,14 @@ def localization_loss(
     num_peaks: int = NUM_PEAKS,
     cap: float = DISTANCE_CAP,
     patch: int = PATCH_SIZE,
+    position: str = POSITION,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the enabled terms for one pair of (H, W) fused score maps.
 
-    Terms with weight 0 are not computed. Returns the loss and per-term stats (``reproj``,
-    ``disp``, ``rep``, ``peaky`` values; ``pairs``, ``repeatable``, ``distance``).
+    Terms with weight 0 are not computed. ``position`` (POSITIONS) says where the reprojection
+    term takes the keypoints; dispersity always uses the soft-argmax windows. Returns the loss
+    and per-term stats (``reproj``, ``disp``, ``rep``, ``peaky`` values; ``pairs``,
+    ``repeatable``, ``distance``).
     """
     size_a = (score_a.shape[1], score_a.shape[0])
     size_b = (score_b.shape[1], score_b.shape[0])
@@ -272,6 +311,10 @@ def localization_loss(
         peaks_b = nms_peaks(score_b, num_peaks, radius)
         kp_a, disp_a = soft_argmax(score_a, peaks_a, radius, temperature)
         kp_b, disp_b = soft_argmax(score_b, peaks_b, radius, temperature)
+        if position == "newton":
+            kp_a, kp_b = newton_keypoints(score_a, peaks_a), newton_keypoints(score_b, peaks_b)
+        elif position != "softargmax":
+            raise ValueError(f"position must be one of {', '.join(POSITIONS)}")
         if reprojection_weight > 0:
             reproj, rstats = reprojection_loss(kp_a, kp_b, homography, size_a, size_b, cap)
             total = total + reprojection_weight * reproj

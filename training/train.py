@@ -124,6 +124,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="pixels: nearest keypoints farther apart are not pulled together (default 5)",
     )
     g.add_argument(
+        "--keypoint-position",
+        default=localization.POSITION,
+        choices=localization.POSITIONS,
+        help="where the reprojection term takes keypoints: the soft-argmax of the window or "
+        "inference's clipped Newton step (default softargmax)",
+    )
+    g.add_argument(
         "--patch-size", type=int, default=localization.PATCH_SIZE,
         help="R2D2 window for repeatability and peakiness (default 8)",
     )  # fmt: skip
@@ -230,6 +237,7 @@ def train_step(
             num_peaks=args.num_peaks,
             cap=args.distance_cap,
             patch=args.patch_size,
+            position=args.keypoint_position,
         )
         for key in ("reproj", "disp", "rep", "peaky", "repeatable", "distance"):
             if key in loc_stats and math.isfinite(loc_stats[key]):
