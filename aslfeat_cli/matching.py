@@ -114,6 +114,11 @@ def mutual_nn_match(
     first = np.zeros(n0, bool)
     first[np.unique(best0[keep], return_index=True)[1]] = True
     keep[keep] = first[: keep.sum()]
+    # The kept similarities again, row by row (einsum, no BLAS): OpenBLAS's float32 products
+    # change in the last bits with its thread count, and a one-thread Ray actor must write the
+    # same scores (and take the same threshold decisions) as a two-thread run.
+    rows_kept = np.flatnonzero(keep)
+    sim0[rows_kept] = np.einsum("ij,ij->i", desc0[rows_kept], desc1[best0[rows_kept]])
     if options.max_distance is not None:
         keep &= _dist(sim0) <= options.max_distance
     if want_second:

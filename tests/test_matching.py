@@ -50,6 +50,37 @@ def test_mutual_nn_equals_brute_force(ratio, max_distance, block_bytes):
     assert np.all(s0[~valid] == 0)
 
 
+_THREADS_SCRIPT = """
+import sys
+import numpy as np
+from aslfeat_cli.matching import mutual_nn_match, normalize
+rng = np.random.default_rng(0)
+d0 = normalize(rng.standard_normal((3000, 128)).astype(np.float32))
+d1 = normalize(d0[::-1] + 0.3 * rng.standard_normal((3000, 128)).astype(np.float32))
+m0, s0 = mutual_nn_match(d0, d1)
+sys.stdout.buffer.write(m0.tobytes() + s0.tobytes())
+"""
+
+
+def test_matches_do_not_depend_on_the_blas_thread_count():
+    """A one-thread Ray actor must write the same bytes as a two-thread run: OpenBLAS's float32
+    products differ in the last bits between 1 and 2 threads (seen with OpenBLAS 0.3.31 on an
+    Intel Xeon), and the stored scores came straight from them."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+        run = subprocess.run(
+            [sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, check=True
+        )
+        outputs.append(run.stdout)
+    assert len(outputs[0]) == 3000 * 8
+    assert outputs[0] == outputs[1]
+
+
 def test_empty_and_single_keypoint_sets():
     d = normalize(np.random.default_rng(1).standard_normal((5, 8)))
     m0, s0 = mutual_nn_match(np.zeros((0, 8), np.float32), d)
