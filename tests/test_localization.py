@@ -16,6 +16,7 @@ from aslfeat_training.localization import (  # noqa: E402
     localization_loss,
     newton_keypoints,
     nms_peaks,
+    peak_target_loss,
     peakiness_loss,
     repeatability_loss,
     reprojection_loss,
@@ -66,6 +67,13 @@ def newton_reprojection_of(centre_b: torch.Tensor) -> torch.Tensor:
     return reprojection_of(centre_b, "newton")
 
 
+def peak_target_of(centre_b: torch.Tensor) -> torch.Tensor:
+    kp_a = torch.tensor([CENTRE_A], dtype=torch.float64)
+    loss, count = peak_target_loss(blob(centre_b), warp(kp_a, H))
+    assert count == 1
+    return loss
+
+
 def repeatability_of(centre_b: torch.Tensor) -> torch.Tensor:
     score_a = blob(torch.tensor(CENTRE_A, dtype=torch.float64))
     loss, stats = repeatability_loss(score_a, blob(centre_b), H)
@@ -92,8 +100,8 @@ def gradient_at(loss_of, centre: np.ndarray) -> np.ndarray:
     return c.grad.numpy()
 
 
-LOSSES = [reprojection_of, newton_reprojection_of, repeatability_of]
-LOSS_IDS = ["reproj", "reproj-newton", "rep"]
+LOSSES = [reprojection_of, newton_reprojection_of, peak_target_of, repeatability_of]
+LOSS_IDS = ["reproj", "reproj-newton", "target", "rep"]
 
 
 @pytest.mark.parametrize("loss_of", LOSSES, ids=LOSS_IDS)
@@ -147,6 +155,22 @@ def test_newton_keypoints_recover_sub_pixel_centres_and_stay_in_the_graph():
         np.testing.assert_allclose(keypoints[0].detach().numpy(), centre, atol=0.05)
         keypoints[0, 0].backward()
         assert c.grad[0] > 0.5  # the keypoint follows the blob
+
+
+@pytest.mark.parametrize("displacement", [(1.5, 0.0), (-1.2, 1.1)])
+def test_peak_target_pulls_a_peak_that_sits_pixels_away(displacement):
+    """Beyond the half-pixel reach of a Newton step, the target term still points home."""
+    centre = TRUTH_B + np.array(displacement)
+    grad = gradient_at(peak_target_of, centre)
+    towards = TRUTH_B - centre
+    assert float(-grad @ towards / (np.linalg.norm(grad) * np.linalg.norm(towards))) > 0.95
+
+
+def test_peak_target_leaves_out_targets_at_the_edge():
+    score = blob(torch.tensor(CENTRE_A, dtype=torch.float64))
+    targets = torch.tensor([[1.2, 20.0], [20.0, SIZE - 1.6]], dtype=torch.float64)
+    loss, count = peak_target_loss(score, targets)
+    assert count == 0 and float(loss) == 0
 
 
 def test_dispersity_grows_with_blob_width_and_its_gradient_sharpens():
@@ -215,9 +239,15 @@ def test_combined_loss_pulls_both_views_together():
     centre_b = torch.tensor(TRUTH_B + (0.6, -0.4), dtype=torch.float64, requires_grad=True)
     score_a = blob(torch.tensor(CENTRE_A, dtype=torch.float64))
     loss, stats = localization_loss(
-        score_a, blob(centre_b), H, repeatability_weight=1.0, peakiness_weight=0.5
+        score_a,
+        blob(centre_b),
+        H,
+        repeatability_weight=1.0,
+        peakiness_weight=0.5,
+        target_weight=1.0,
+        position="newton",
     )
-    assert {"reproj", "disp", "rep", "peaky", "pairs"} <= set(stats)
+    assert {"reproj", "disp", "rep", "peaky", "target", "pairs"} <= set(stats)
     loss.backward()
     towards = TRUTH_B - centre_b.detach().numpy()
     assert float(-centre_b.grad.numpy() @ towards) > 0

@@ -67,15 +67,16 @@ def test_step_changes_parameters_and_overfits_one_batch(photo_root: Path, tmp_pa
 def test_resume_continues_step_count(photo_root: Path, tmp_path: Path):
     first = run(_args(tmp_path, photo_root, "--steps", "2", "--ckpt-every", "1"))
     assert first["step"] == 2 and np.isfinite(first["loss"])
-    # A resumed run may change the loss options (here: inference's Newton positions).
-    second = run(
-        _args(tmp_path, photo_root, "--steps", "3", "--resume", "--keypoint-position", "newton")
-    )
+    # A resumed run may change the loss options (here: Newton positions, the peak target).
+    options = ("--keypoint-position", "newton", "--target-weight", "0.1")
+    second = run(_args(tmp_path, photo_root, "--steps", "3", "--resume", *options))
     assert second["step"] == 3
     state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["step"] == 3
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+    train = [r for r in records if r["kind"] == "train"]
+    assert "target" in train[-1] and "target" not in train[0]
     for name in ("last.pt", "best.pt"):
         assert isinstance(load_weights(tmp_path / name), ASLFeat)
 

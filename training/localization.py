@@ -204,6 +204,51 @@ def reprojection_loss(
     return per_pair.mean(), stats
 
 
+def _splat(offsets: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """(N, K) bilinear weights of sub-pixel ``points`` (N, 2) on window ``offsets`` (K, 2)."""
+    d = (offsets[None] - points[:, None]).abs()
+    return (1 - d[..., 0]).clamp_min(0) * (1 - d[..., 1]).clamp_min(0)
+
+
+def peak_target_loss(
+    score: torch.Tensor,
+    targets: torch.Tensor,
+    radius: int = WINDOW_RADIUS,
+    temperature: float = TEMPERATURE,
+) -> tuple[torch.Tensor, int]:
+    """Cross-entropy that asks ``score``'s integer peak and its neighbours to sit at sub-pixel
+    ``targets`` (N, 2) x, y: the other view's keypoints warped into this one.
+
+    Each target's (2r+1)^2 window around its nearest pixel goes through the soft-argmax's
+    softmax; the target distribution is the bilinear splat of the target on that window's
+    pixels. Unlike the reprojection term, whose keypoints are the current peaks plus a step of
+    at most half a pixel, this moves which pixel is the peak: the fused map's peaks snap to the
+    coarse levels' 2- and 4-pixel lattice (``benchmarks/bench_lattice.py``). Targets closer
+    than ``radius`` to the edge are left out. Returns the mean over targets (a graph-connected
+    zero when none) and their count.
+    """
+    height, width = score.shape
+    centre = torch.round(targets.detach())
+    inside = (
+        (centre[:, 0] >= radius)
+        & (centre[:, 0] <= width - 1 - radius)
+        & (centre[:, 1] >= radius)
+        & (centre[:, 1] <= height - 1 - radius)
+    )
+    if not bool(inside.any()):
+        return score.sum() * 0, 0
+    centre, points = centre[inside], targets.detach()[inside]
+    offsets = window_offsets(radius, score.device, score.dtype)
+    rows = centre[:, 1:].long() + offsets[None, :, 1].long()
+    cols = centre[:, :1].long() + offsets[None, :, 0].long()
+    patch = score[rows, cols]  # (N, K)
+    top = patch.detach().amax(dim=1, keepdim=True)
+    span = (top - patch.detach().amin(dim=1, keepdim=True)).clamp_min(1e-6)
+    log_p = torch.log_softmax((patch - top) / (span * temperature), dim=1)
+    target = _splat(offsets, points - centre)
+    return -(target * log_p).sum(dim=1).mean(), int(inside.sum())
+
+
 def warp_map(
     source: torch.Tensor, homography: torch.Tensor, size: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,6 +333,7 @@ def localization_loss(
     dispersity_weight: float = 1.0,
     repeatability_weight: float = 0.0,
     peakiness_weight: float = 0.0,
+    target_weight: float = 0.0,
     radius: int = WINDOW_RADIUS,
     temperature: float = TEMPERATURE,
     num_peaks: int = NUM_PEAKS,
@@ -299,14 +345,14 @@ def localization_loss(
 
     Terms with weight 0 are not computed. ``position`` (POSITIONS) says where the reprojection
     term takes the keypoints; dispersity always uses the soft-argmax windows. Returns the loss
-    and per-term stats (``reproj``, ``disp``, ``rep``, ``peaky`` values; ``pairs``,
+    and per-term stats (``reproj``, ``disp``, ``rep``, ``peaky``, ``target`` values; ``pairs``,
     ``repeatable``, ``distance``).
     """
     size_a = (score_a.shape[1], score_a.shape[0])
     size_b = (score_b.shape[1], score_b.shape[0])
     total = score_a.sum() * 0 + score_b.sum() * 0
     stats: dict[str, float] = {}
-    if reprojection_weight > 0 or dispersity_weight > 0:
+    if reprojection_weight > 0 or dispersity_weight > 0 or target_weight > 0:
         peaks_a = nms_peaks(score_a, num_peaks, radius)
         peaks_b = nms_peaks(score_b, num_peaks, radius)
         kp_a, disp_a = soft_argmax(score_a, peaks_a, radius, temperature)
@@ -323,6 +369,16 @@ def localization_loss(
             disp = torch.cat([disp_a, disp_b]).mean()
             total = total + dispersity_weight * disp
             stats["disp"] = float(disp.detach())
+        if target_weight > 0:
+            # Each view's keypoints, warped, are the targets of the other view's map.
+            inverse = torch.linalg.inv(homography.double()).to(kp_b.dtype)
+            t_b, n_b = peak_target_loss(
+                score_b, warp(kp_a.detach(), homography), radius, temperature
+            )
+            t_a, n_a = peak_target_loss(score_a, warp(kp_b.detach(), inverse), radius, temperature)
+            target = (t_a * n_a + t_b * n_b) / max(n_a + n_b, 1)
+            total = total + target_weight * target
+            stats["target"] = float(target.detach())
     if repeatability_weight > 0:
         rep, rep_stats = repeatability_loss(score_a, score_b, homography, patch)
         total = total + repeatability_weight * rep

@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="R2D2 peakiness: 1 - (local max - local mean) (default 0: off)",
     )
     g.add_argument(
+        "--target-weight",
+        type=float,
+        default=0.0,
+        help="peak target: cross-entropy of each score window around the other view's warped "
+        "keypoints with their bilinear splat, moves the integer peaks (default 0: off)",
+    )
+    g.add_argument(
         "--loc-levels",
         default="conv1,conv3",
         help="detector levels the localization terms train (the others enter the fused map "
@@ -232,6 +239,7 @@ def train_step(
             dispersity_weight=args.disp_weight,
             repeatability_weight=args.rep_weight,
             peakiness_weight=args.peaky_weight,
+            target_weight=args.target_weight,
             radius=args.window_radius,
             temperature=args.temperature,
             num_peaks=args.num_peaks,
@@ -239,7 +247,7 @@ def train_step(
             patch=args.patch_size,
             position=args.keypoint_position,
         )
-        for key in ("reproj", "disp", "rep", "peaky", "repeatable", "distance"):
+        for key in ("reproj", "disp", "rep", "peaky", "target", "repeatable", "distance"):
             if key in loc_stats and math.isfinite(loc_stats[key]):
                 terms.setdefault(key, []).append(loc_stats[key])
         losses.append(loss + loc)
@@ -389,8 +397,8 @@ def run(args: argparse.Namespace) -> dict:
             losses = [w[0] for w in window if math.isfinite(w[0])]
             record = {"kind": "train", "step": step}
             record["loss"] = float(np.mean(losses)) if losses else None
-            for key in ("accuracy", "desc", "reproj", "disp", "rep", "peaky", "repeatable",
-                        "distance"):  # fmt: skip
+            for key in ("accuracy", "desc", "reproj", "disp", "rep", "peaky", "target",
+                        "repeatable", "distance"):  # fmt: skip
                 values = [w[1][key] for w in window if math.isfinite(w[1].get(key, math.nan))]
                 if values:
                     record[key] = float(np.mean(values))
