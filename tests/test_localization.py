@@ -173,6 +173,17 @@ def test_peak_target_leaves_out_targets_at_the_edge():
     assert count == 0 and float(loss) == 0
 
 
+def test_peak_target_skips_keypoints_without_a_partner():
+    """A's blob has no partner within the cap in B (8 px away): no target, no loss."""
+    score_a = blob(torch.tensor(CENTRE_A, dtype=torch.float64))
+    far = torch.tensor(TRUTH_B + (8.0, 0.0), dtype=torch.float64, requires_grad=True)
+    loss, stats = localization_loss(
+        score_a, blob(far), H, reprojection_weight=0, dispersity_weight=0, target_weight=1.0
+    )
+    loss.backward()
+    assert stats["target"] == 0 and float(far.grad.abs().sum()) == 0
+
+
 def test_dispersity_grows_with_blob_width_and_its_gradient_sharpens():
     values = []
     for sigma in (0.6, 1.0, 1.5, 2.5):

@@ -157,6 +157,29 @@ def _inside(points: torch.Tensor, size: tuple[int, int], border: float = 0.0) ->
     )
 
 
+def _mutual_pairs(
+    a_in_b: torch.Tensor,
+    b_in_a: torch.Tensor,
+    keypoints_b: torch.Tensor,
+    size_a: tuple[int, int],
+    size_b: tuple[int, int],
+    cap: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices (ia, ib) of the mutual nearest neighbours in B's frame, both visible in the
+    other view and closer than ``cap``; and the visibility mask of A's keypoints in B."""
+    visible_a = _inside(a_in_b, size_b)
+    visible_b = _inside(b_in_a, size_a)
+    with torch.no_grad():
+        dist = torch.cdist(a_in_b, keypoints_b)
+        dist[~visible_a] = torch.inf
+        dist[:, ~visible_b] = torch.inf
+        nn_ab = dist.argmin(dim=1)
+        nn_ba = dist.argmin(dim=0)
+        idx_a = torch.arange(len(a_in_b), device=dist.device)
+        mutual = (nn_ba[nn_ab] == idx_a) & (dist[idx_a, nn_ab] < cap)
+    return idx_a[mutual], nn_ab[mutual], visible_a
+
+
 def reprojection_loss(
     keypoints_a: torch.Tensor,
     keypoints_b: torch.Tensor,
@@ -179,17 +202,8 @@ def reprojection_loss(
         return zero, {"pairs": 0, "repeatable": 0.0, "distance": float("nan")}
     a_in_b = warp(keypoints_a, homography)
     b_in_a = warp(keypoints_b, torch.linalg.inv(homography.double()).to(keypoints_b.dtype))
-    visible_a = _inside(a_in_b, size_b)
-    visible_b = _inside(b_in_a, size_a)
-    with torch.no_grad():
-        dist = torch.cdist(a_in_b.detach(), keypoints_b.detach())
-        dist[~visible_a] = torch.inf
-        dist[:, ~visible_b] = torch.inf
-        nn_ab = dist.argmin(dim=1)
-        nn_ba = dist.argmin(dim=0)
-        idx_a = torch.arange(len(keypoints_a), device=dist.device)
-        mutual = (nn_ba[nn_ab] == idx_a) & (dist[idx_a, nn_ab] < cap)
-        ia, ib = idx_a[mutual], nn_ab[mutual]
+    ia, ib, visible_a = _mutual_pairs(a_in_b.detach(), b_in_a.detach(), keypoints_b.detach(),
+                                      size_a, size_b, cap)  # fmt: skip
     n_visible = int(visible_a.sum())
     if len(ia) == 0:
         return zero, {"pairs": 0, "repeatable": 0.0, "distance": float("nan")}
@@ -370,12 +384,15 @@ def localization_loss(
             total = total + dispersity_weight * disp
             stats["disp"] = float(disp.detach())
         if target_weight > 0:
-            # Each view's keypoints, warped, are the targets of the other view's map.
-            inverse = torch.linalg.inv(homography.double()).to(kp_b.dtype)
-            t_b, n_b = peak_target_loss(
-                score_b, warp(kp_a.detach(), homography), radius, temperature
-            )
-            t_a, n_a = peak_target_loss(score_a, warp(kp_b.detach(), inverse), radius, temperature)
+            # Each view's keypoints that have a partner (mutual nearest, closer than the cap),
+            # warped, are the targets of the other view's map: a keypoint without one is not
+            # a localization error, and asking the other map for a peak there measured no gain
+            # (target cross-entropy flat near 3.9 over 400 steps, above a uniform window's 3.2).
+            a_in_b = warp(kp_a.detach(), homography)
+            b_in_a = warp(kp_b.detach(), torch.linalg.inv(homography.double()).to(kp_b.dtype))
+            ia, ib, _ = _mutual_pairs(a_in_b, b_in_a, kp_b.detach(), size_a, size_b, cap)
+            t_b, n_b = peak_target_loss(score_b, a_in_b[ia], radius, temperature)
+            t_a, n_a = peak_target_loss(score_a, b_in_a[ib], radius, temperature)
             target = (t_a * n_a + t_b * n_b) / max(n_a + n_b, 1)
             total = total + target_weight * target
             stats["target"] = float(target.detach())
