@@ -7,11 +7,15 @@ surface has its maxima on its samples. Where the coarse levels dominate a peak, 
 keypoint lands on that lattice, whatever the image. Uniform positions give 0.50 at residue 0
 mod 2 and 0.25 mod 4; the excess is localization error no sub-pixel refinement can undo.
 
-For each model: the integer NMS peaks (official detection, 5,000 keypoints) of both images of
+For each ONNX model: the integer NMS peaks (official detection, 5,000 keypoints) of both images of
 graf 1->3 and boat 1->2 and of view A of N held-out synthetic pairs, and the fraction of rows
-and columns at each residue. Needs ../shared/data.
+and columns at each residue. For each PyTorch weight file (``--weights``, needs torch): which
+level shapes the fused peaks of graf 1->3's view A, per level (weighted and upsampled as in
+the fused map): the mean local contrast at the peaks (value minus the mean of its 4
+neighbours) and how often the level's own 3x3 maximum is the fused peak. Needs ../shared/data.
 
     python benchmarks/bench_lattice.py [--model A.onnx --model B.onnx] [--synthetic 50]
+    python benchmarks/bench_lattice.py --weights weights/aslfeat.pt --weights runs/x/last.pt
 """
 
 from __future__ import annotations
@@ -56,9 +60,37 @@ def residues(model: Path | None, photos: list[np.ndarray], num_keypoints: int) -
     }
 
 
+def level_shapes(weights: Path, gray: np.ndarray, num_keypoints: int) -> list[tuple]:
+    """Per level (name, contrast, own-max share) at the fused map's peaks of ``gray``."""
+    import torch
+
+    from aslfeat_cli.keypoints import DetectionConfig, select_peaks
+    from aslfeat_export.convert import load_weights
+    from aslfeat_export.model import LEVEL_WEIGHTS, LEVELS
+    from aslfeat_export.tf_compat import resize_bilinear_legacy
+
+    model = load_weights(weights).eval()
+    image = torch.from_numpy(gray.astype(np.float32))[None, None]
+    with torch.no_grad():
+        levels = model.level_scores(model.backbone(image))
+        maps = [
+            (resize_bilinear_legacy(level, image.shape[-2:]) * weight)[0, 0].numpy()
+            for weight, level in zip(LEVEL_WEIGHTS, levels, strict=True)
+        ]
+    peaks, _ = select_peaks(sum(maps), DetectionConfig(num_keypoints=num_keypoints))
+    i, j = peaks[:, 0], peaks[:, 1]
+    rows = []
+    for name, m in zip(LEVELS, maps, strict=True):
+        contrast = m[i, j] - 0.25 * (m[i - 1, j] + m[i + 1, j] + m[i, j - 1] + m[i, j + 1])
+        window = np.stack([m[i + di, j + dj] for di in (-1, 0, 1) for dj in (-1, 0, 1)], axis=1)
+        rows.append((name, float(contrast.mean()), float(np.mean(window.argmax(1) == 4))))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, action="append", help="ONNX model (repeat)")
+    parser.add_argument("--weights", type=Path, action="append", help="PyTorch weights (repeat)")
     parser.add_argument("--synthetic", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-keypoints", type=int, default=5000)
@@ -67,6 +99,15 @@ def main() -> int:
         print(f"bench_lattice: {DATA} not found (needs ../shared/data)", file=sys.stderr)
         return 1
     photos = images(args.synthetic, args.seed)
+    if args.weights:
+        print("| weights | level | contrast at the peaks | own 3x3 max is the peak |")
+        print("|---|---|---|---|")
+        for weights in args.weights:
+            for name, contrast, share in level_shapes(weights, photos[0], args.num_keypoints):
+                print(f"| {weights} | {name} | {contrast:.4f} | {share:.2f} |")
+        print()
+    if args.weights and not args.model:
+        return 0
     print("| model | peaks | mod 2: 0 / 1 | mod 4: 0 / 1 / 2 / 3 |")
     print("|---|---|---|---|")
     for model in args.model or [None]:
