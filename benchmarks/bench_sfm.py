@@ -8,11 +8,13 @@ similarity alignment, in % of the scene extent. ``--runs N`` repeats the mapping
 with pycolmap's threads) and reports every run.
 
     python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
+        [--num-keypoints 3000,4000,5000] [--scenes fountain-P11]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -26,7 +28,9 @@ NUM_KEYPOINTS = 4000
 MAX_DIM = 1024
 
 
-def run_scene(model: str | None, scene: Path, work: Path) -> dict[str, float | int | str]:
+def run_scene(
+    model: str | None, scene: Path, work: Path, num_keypoints: int = NUM_KEYPOINTS
+) -> dict[str, float | int | str]:
     """One extraction and reconstruction of ``scene`` with ``model``; its figures."""
     from aslfeat_cli import Extractor
     from aslfeat_cli.extraction import run_extraction
@@ -36,7 +40,7 @@ def run_scene(model: str | None, scene: Path, work: Path) -> dict[str, float | i
 
     folder = scene / "images"
     images = [(p, p.relative_to(folder).as_posix()) for p in sorted(walk_images(folder))]
-    extractor = Extractor(model, num_keypoints=NUM_KEYPOINTS, max_dim=MAX_DIM)
+    extractor = Extractor(model, num_keypoints=num_keypoints, max_dim=MAX_DIM)
     features = work / "features.h5"
     run_extraction(images, features, extractor, progress=False)
     gt = scene / "cameras_gt.json"
@@ -62,25 +66,33 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="ONNX model (repeat; default: shipped)")
     parser.add_argument("--scenes", default="fountain-P11,sacre_coeur")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--num-keypoints",
+        default=str(NUM_KEYPOINTS),
+        help="comma-separated budgets, each a row (how much a figure moves with the budget)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's mapper log, before its import
     models = args.model or [None]
+    budgets = [int(b) for b in args.num_keypoints.split(",")]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(
-        "| scene | model | run | registered | 3D points | track length | reproj. px | "
+        "| scene | model | keypoints | run | registered | 3D points | track length | reproj. px | "
         "camera error % |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.scenes.split(","):
         for run in range(1, args.runs + 1):
-            for model in models:  # interleaved: the machine's load hits every model alike
+            # Models interleaved: the machine's load hits every model alike.
+            for budget, model in itertools.product(budgets, models):
                 with tempfile.TemporaryDirectory() as tmp:
-                    row = run_scene(model, SFM / name, Path(tmp))
+                    row = run_scene(model, SFM / name, Path(tmp), budget)
                 label = Path(model).name if model else "shipped"
                 print(
-                    f"| {name} | {label} | {run} | {row['registered']} | {row['points']} | "
-                    f"{row['track']} | {row['reproj_px']} | {row['camera_error_pct']} |",
+                    f"| {name} | {label} | {budget} | {run} | {row['registered']} | "
+                    f"{row['points']} | {row['track']} | {row['reproj_px']} | "
+                    f"{row['camera_error_pct']} |",
                     flush=True,
                 )
 
