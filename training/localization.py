@@ -243,12 +243,7 @@ def peak_target_loss(
     """
     height, width = score.shape
     centre = torch.round(targets.detach())
-    inside = (
-        (centre[:, 0] >= radius)
-        & (centre[:, 0] <= width - 1 - radius)
-        & (centre[:, 1] >= radius)
-        & (centre[:, 1] <= height - 1 - radius)
-    )
+    inside = _inside(centre, (width, height), radius)
     if not bool(inside.any()):
         return score.sum() * 0, 0
     centre, points = centre[inside], targets.detach()[inside]
