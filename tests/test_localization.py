@@ -20,6 +20,8 @@ from aslfeat_training.localization import (  # noqa: E402
     peakiness_loss,
     repeatability_loss,
     reprojection_loss,
+    shift_consistency_loss,
+    shift_image,
     soft_argmax,
     warp,
 )
@@ -262,3 +264,55 @@ def test_combined_loss_pulls_both_views_together():
     loss.backward()
     towards = TRUTH_B - centre_b.detach().numpy()
     assert float(-centre_b.grad.numpy() @ towards) > 0
+
+
+# Shift equivariance: a map computed at full resolution moves with the image; a map computed on
+# a 4-pixel lattice and upsampled like the coarse levels (TF1's legacy bilinear resize) does not.
+LATTICE_SIZE = 48
+
+
+def fine_map(centre: torch.Tensor) -> torch.Tensor:
+    return blob(centre, size=LATTICE_SIZE)
+
+
+def lattice_map(centre: torch.Tensor) -> torch.Tensor:
+    from aslfeat_export.tf_compat import resize_bilinear_legacy
+
+    coarse = fine_map(centre)[::4, ::4]
+    return resize_bilinear_legacy(coarse[None, None], (LATTICE_SIZE, LATTICE_SIZE))[0, 0]
+
+
+def shift_loss(make, shift: int, centre=(21.3, 22.6)) -> torch.Tensor:
+    c = torch.tensor(centre, dtype=torch.float64)
+    loss, stats = shift_consistency_loss(make(c), make(c + shift), shift)
+    assert stats["windows"] > 0
+    return loss
+
+
+@pytest.mark.parametrize("shift", [1, 2, 3])
+def test_shift_consistency_is_zero_for_a_map_that_moves_with_the_image(shift):
+    assert float(shift_loss(fine_map, shift)) < 1e-9
+    # The same content on the 4-pixel lattice does not move with it.
+    assert float(shift_loss(lattice_map, shift)) > 0.01
+
+
+def test_shift_consistency_gradient_favours_the_full_resolution_map():
+    # A fused map mixes a full-resolution level and a lattice level; the term's gradient
+    # asks for more of the first (less of the lattice), as training should for conv1/conv3.
+    mix = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    centre = torch.tensor((21.3, 22.6), dtype=torch.float64)
+
+    def fused(c: torch.Tensor) -> torch.Tensor:
+        return mix * fine_map(c) + (1 - mix) * lattice_map(c)
+
+    loss, _ = shift_consistency_loss(fused(centre), fused(centre + 2), 2)
+    loss.backward()
+    assert float(mix.grad) < 0
+
+
+def test_shift_image_moves_the_content_and_keeps_the_size():
+    images = torch.arange(2 * 1 * 9 * 11, dtype=torch.float32).reshape(2, 1, 9, 11)
+    for shift in (0, 1, 3):
+        moved = shift_image(images, shift)
+        assert moved.shape == images.shape
+        assert torch.equal(moved[..., shift:, shift:], images[..., : 9 - shift, : 11 - shift])

@@ -110,3 +110,18 @@ def test_loss_prefers_matching_descriptors(loss_type: str):
     )
     assert float(good) < float(bad)
     assert stats["accuracy"] == 1.0
+
+
+def test_shift_weight_adds_the_equivariance_term(photo_root: Path, tmp_path: Path):
+    torch.manual_seed(0)
+    model = ASLFeat("u").train()
+    sampler = PairSampler(sorted(photo_root.glob("*.png")), crop=64, batch_size=1)
+    images_a, images_b, homographies = sampler.batch(np.random.default_rng(3))
+    off = _args(tmp_path, photo_root)
+    on = _args(tmp_path, photo_root, "--shift-weight", "1.0")
+    _, stats_off = train_step(model, images_a, images_b, homographies, off)
+    loss, stats_on = train_step(model, images_a, images_b, homographies, on)
+    assert "shift" not in stats_off
+    assert 0 < stats_on["shift"] <= 2  # 1 - cosine
+    loss.backward()
+    assert model.backbone.conv1.conv.weight.grad is not None

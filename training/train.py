@@ -51,6 +51,8 @@ from .validate import evaluate, real_pairs, summarise, synthetic_pairs
 logger = logging.getLogger("aslfeat_training")
 
 INSTANCE_MAX_DECAY = 0.99
+# Localization stats a step reports and the log averages (those of the enabled terms).
+LOC_STATS = ("reproj", "disp", "rep", "peaky", "target", "shift", "repeatable", "distance")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="peak target: cross-entropy of each score window around the other view's warped "
         "keypoints with their bilinear splat, moves the integer peaks (default 0: off)",
+    )
+    g.add_argument(
+        "--shift-weight",
+        type=float,
+        default=0.0,
+        help="shift equivariance: R2D2 repeatability between view A's fused map and the map "
+        "of A moved 1-3 px along the diagonal; one more forward of A per pair (default 0: off)",
     )
     g.add_argument(
         "--loc-levels",
@@ -197,7 +206,13 @@ def train_step(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward both views, update the normalisers and return the mean loss over the pairs."""
     n, _, height, width = images_a.shape
-    images = torch.cat([images_a, images_b])
+    shift_weight = getattr(args, "shift_weight", 0.0)  # older checkpoints' args lack it
+    views = [images_a, images_b]
+    if shift_weight > 0:
+        # 1-3 px: every offset from the 4-pixel lattice of conv6 other than none.
+        shift = int(torch.randint(1, 4, (1,), generator=generator))
+        views.append(localization.shift_image(images_a, shift))
+    images = torch.cat(views)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
         dense = model.backbone(images)
         update_instance_max(model, dense.levels)
@@ -247,7 +262,13 @@ def train_step(
             patch=args.patch_size,
             position=args.keypoint_position,
         )
-        for key in ("reproj", "disp", "rep", "peaky", "target", "repeatable", "distance"):
+        if shift_weight > 0:
+            equi, _ = localization.shift_consistency_loss(
+                loc_scores[k], loc_scores[2 * n + k], shift, args.patch_size
+            )
+            loc = loc + shift_weight * equi
+            loc_stats["shift"] = float(equi.detach())
+        for key in LOC_STATS:
             if key in loc_stats and math.isfinite(loc_stats[key]):
                 terms.setdefault(key, []).append(loc_stats[key])
         losses.append(loss + loc)
@@ -397,8 +418,7 @@ def run(args: argparse.Namespace) -> dict:
             losses = [w[0] for w in window if math.isfinite(w[0])]
             record = {"kind": "train", "step": step}
             record["loss"] = float(np.mean(losses)) if losses else None
-            for key in ("accuracy", "desc", "reproj", "disp", "rep", "peaky", "target",
-                        "repeatable", "distance"):  # fmt: skip
+            for key in ("accuracy", "desc", *LOC_STATS):
                 values = [w[1][key] for w in window if math.isfinite(w[1].get(key, math.nan))]
                 if values:
                     record[key] = float(np.mean(values))
