@@ -266,11 +266,13 @@ def ours_method(
     device: str = "auto",
     backend: str = "auto",
     precision: str = "auto",
+    shifts: int = 1,
     name: str | None = None,
 ) -> Method:
     """ASLFeat through :class:`~.extractor.Extractor` (official detection defaults).
 
-    The default name is ``aslfeat`` (or the model file's stem), with ``-ms`` for multi-scale.
+    The default name is ``aslfeat`` (or the model file's stem), with ``-ms`` for multi-scale
+    and ``-sN`` for N shifted passes (``shifts``).
     """
     from .extractor import Extractor
 
@@ -282,10 +284,12 @@ def ours_method(
         device=device,
         backend=backend,
         precision=precision,
+        shifts=shifts,
     )
     if name is None:
         name = Path(model).stem if model is not None else "aslfeat"
         name += "-ms" if multi_scale else ""
+        name += f"-s{shifts}" if shifts > 1 else ""
     return extractor_method(name, extractor)
 
 

@@ -3,8 +3,9 @@
 For each image set (real photos resized to 640x480; the 1536x1024 fountain-P11 photos with
 --max-dim 1024) it measures, each in its own process so peak memory is per method:
 
-* ``aslfeat extract`` (CLI, HDF5 output) with the default backend/precision (auto) and with
-  ``--backend onnxruntime`` (the default before OpenVINO): the pipeline's images/s from its
+* ``aslfeat extract`` (CLI, HDF5 output) with the default backend/precision (auto), with
+  ``--backend onnxruntime`` (the default before OpenVINO) and with ``--shifts 2`` and
+  ``--shifts 4`` (the more precise averaged score maps): the pipeline's images/s from its
   summary (decoding, resizing, inference, writing; model loading excluded) and the wall time;
 * bare inference: ``Extractor.extract`` on arrays decoded and resized beforehand, for each
   backend and precision (onnxruntime fp32, OpenVINO fp32, OpenVINO bf16 where the CPU has it);
@@ -121,6 +122,9 @@ BARE = [
 END_TO_END = [
     ("aslfeat extract", []),
     ("extract --backend onnxruntime", ["--backend", "onnxruntime"]),
+    # More precise keypoints for N network passes (aslfeat_cli/shift_average.py).
+    ("extract --shifts 2", ["--shifts", "2"]),
+    ("extract --shifts 4", ["--shifts", "4"]),
 ]
 
 

@@ -8,7 +8,7 @@ similarity alignment, in % of the scene extent. ``--runs N`` repeats the mapping
 with pycolmap's threads) and reports every run.
 
     python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
-        [--num-keypoints 3000,4000,5000] [--scenes fountain-P11]
+        [--num-keypoints 3000,4000,5000] [--shifts 1,4] [--scenes fountain-P11]
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ MAX_DIM = 1024
 
 
 def run_scene(
-    model: str | None, scene: Path, work: Path, num_keypoints: int = NUM_KEYPOINTS
+    model: str | None,
+    scene: Path,
+    work: Path,
+    num_keypoints: int = NUM_KEYPOINTS,
+    shifts: int = 1,
 ) -> dict[str, float | int | str]:
-    """One extraction and reconstruction of ``scene`` with ``model``; its figures."""
+    """One extraction (``shifts`` passes, :mod:`aslfeat_cli.shift_average`) and
+    reconstruction of ``scene`` with ``model``; its figures."""
     from aslfeat_cli import Extractor
     from aslfeat_cli.extraction import run_extraction
     from aslfeat_cli.images import walk_images
@@ -40,7 +45,7 @@ def run_scene(
 
     folder = scene / "images"
     images = [(p, p.relative_to(folder).as_posix()) for p in sorted(walk_images(folder))]
-    extractor = Extractor(model, num_keypoints=num_keypoints, max_dim=MAX_DIM)
+    extractor = Extractor(model, num_keypoints=num_keypoints, max_dim=MAX_DIM, shifts=shifts)
     features = work / "features.h5"
     run_extraction(images, features, extractor, progress=False)
     gt = scene / "cameras_gt.json"
@@ -71,26 +76,30 @@ def main() -> None:
         default=str(NUM_KEYPOINTS),
         help="comma-separated budgets, each a row (how much a figure moves with the budget)",
     )
+    parser.add_argument(
+        "--shifts", default="1", help="comma-separated pass counts (1, 2, 4), each a row"
+    )
     args = parser.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's mapper log, before its import
     models = args.model or [None]
     budgets = [int(b) for b in args.num_keypoints.split(",")]
+    shift_counts = [int(n) for n in args.shifts.split(",")]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(
-        "| scene | model | keypoints | run | registered | 3D points | track length | reproj. px | "
-        "camera error % |"
+        "| scene | model | keypoints | shifts | run | registered | 3D points | track length | "
+        "reproj. px | camera error % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.scenes.split(","):
         for run in range(1, args.runs + 1):
             # Models interleaved: the machine's load hits every model alike.
-            for budget, model in itertools.product(budgets, models):
+            for budget, shifts, model in itertools.product(budgets, shift_counts, models):
                 with tempfile.TemporaryDirectory() as tmp:
-                    row = run_scene(model, SFM / name, Path(tmp), budget)
+                    row = run_scene(model, SFM / name, Path(tmp), budget, shifts)
                 label = Path(model).name if model else "shipped"
                 print(
-                    f"| {name} | {label} | {budget} | {run} | {row['registered']} | "
+                    f"| {name} | {label} | {budget} | {shifts} | {run} | {row['registered']} | "
                     f"{row['points']} | {row['track']} | {row['reproj_px']} | "
                     f"{row['camera_error_pct']} |",
                     flush=True,

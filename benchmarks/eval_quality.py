@@ -14,7 +14,8 @@ accuracy (share of pairs with mean corner error <= 1/3/5 px after RANSAC). Print
 --json writes the numbers. Needs ../shared/data.
 
     python benchmarks/eval_quality.py [--model weights/aslfeat.onnx] [--synthetic 50]
-        [--seed 0] [--size 480x360] [--num-keypoints 5000] [--no-ours] [--json out.json]
+        [--seed 0] [--size 480x360] [--num-keypoints 5000] [--shifts 1,4] [--no-ours]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="480x360", help="synthetic pair size WxH")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--shifts",
+        default="1",
+        help="comma-separated pass counts (Extractor(shifts=N)), one row each, e.g. 1,4",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the summaries here")
     args = parser.parse_args()
     if not (DATA / "pairs").is_dir() or not (DATA / "train").is_dir():
@@ -114,11 +120,16 @@ def main() -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     methods = []
     if not args.no_ours:
-        methods.append(
-            he.ours_method(
-                args.model, num_keypoints=args.num_keypoints, device=args.device, name="aslfeat"
+        for shifts in (int(n) for n in args.shifts.split(",")):
+            methods.append(
+                he.ours_method(
+                    args.model,
+                    num_keypoints=args.num_keypoints,
+                    device=args.device,
+                    shifts=shifts,
+                    name="aslfeat" + (f"-s{shifts}" if shifts > 1 else ""),
+                )
             )
-        )
     methods.append(he.sift_method(args.num_keypoints, name="sift"))
 
     start = time.perf_counter()

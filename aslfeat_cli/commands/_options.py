@@ -61,6 +61,17 @@ precision_option = click.option(
 )
 
 
+shifts_option = click.option(
+    "--shifts",
+    type=click.Choice(["1", "2", "4"]),
+    default="1",
+    show_default=True,
+    help="Network passes of the image moved 0-3 px along the diagonal, score maps averaged: "
+    "keypoints free of the coarse levels' 4-pixel lattice, more precise at 1 px, N times the "
+    "network time. 1: the official single pass.",
+)
+
+
 def backend_options(function):  # noqa: ANN001, ANN201 (a click decorator)
     """--backend and --precision, for every command that extracts features."""
     return backend_option(precision_option(function))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import TopK, backend_options, device_option, verbosity_options
+from ._options import TopK, backend_options, device_option, shifts_option, verbosity_options
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ Examples:
     show_default=True,
     help="Run our models single-scale, multi-scale (image pyramid) or both.",
 )
+@shifts_option
 @click.option("--ours/--no-ours", default=True, show_default=True, help="Evaluate ASLFeat.")
 @click.option(
     "--sift/--no-sift", default=True, show_default=True, help="OpenCV SIFT baseline (RootSIFT)."
@@ -107,6 +108,7 @@ def command(
     num_keypoints: int,
     threshold: float,
     max_dim: int | None,
+    shifts: str,
     device: str,
     backend: str,
     precision: str,
@@ -141,6 +143,7 @@ def command(
                             num_keypoints=num_keypoints,
                             multi_scale=ms,
                             max_dim=max_dim,
+                            shifts=int(shifts),
                             device=device,
                             backend=backend,
                             precision=precision,
@@ -179,6 +182,7 @@ def command(
             "num_keypoints": num_keypoints,
             "threshold": threshold,
             "multi_scale": multi_scale,
+            "shifts": int(shifts),
             "max_dim": max_dim,
             "backend": backend,
             "precision": precision,

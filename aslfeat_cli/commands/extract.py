@@ -20,6 +20,7 @@ from ._options import (
     num_keypoints_option,
     quiet_flag,
     ray_options,
+    shifts_option,
     verbosity_options,
 )
 
@@ -88,6 +89,7 @@ Examples:
     "default, about 2.7 GB for 12 MP uncapped.",
 )
 @click.option("--multi-scale", is_flag=True, help="Detect on an image pyramid (slower).")
+@shifts_option
 @model_option
 @device_option
 @backend_options
@@ -151,6 +153,7 @@ def command(
     nms_size: int,
     max_dim: int | None,
     multi_scale: bool,
+    shifts: str,
     model: Path | None,
     device: str,
     backend: str,
@@ -228,6 +231,7 @@ def command(
         edge_threshold=edge_threshold,
         nms_size=nms_size,
         multi_scale=multi_scale,
+        shifts=int(shifts),
         max_dim=max_dim,
         device=device,
         backend=backend,

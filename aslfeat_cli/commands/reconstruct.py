@@ -16,6 +16,7 @@ from ._options import (
     image_root_option,
     model_option,
     num_keypoints_option,
+    shifts_option,
     verbosity_options,
 )
 from .pairs import pair_mode_options, quiet_flag
@@ -59,6 +60,7 @@ Examples:
     help="Downscale images for extraction so the long side fits (keypoints stay in "
     "original pixels).",
 )
+@shifts_option
 @model_option
 @device_option
 @backend_options
@@ -102,6 +104,7 @@ def command(
     loop_stride: int,
     num_keypoints: int,
     max_dim: int,
+    shifts: str,
     model: Path | None,
     device: str,
     backend: str,
@@ -165,6 +168,7 @@ def command(
             model=model,
             num_keypoints=num_keypoints,
             max_dim=max_dim,
+            shifts=int(shifts),
             device=device,
             backend=backend,
             precision=precision,

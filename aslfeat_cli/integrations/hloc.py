@@ -47,6 +47,7 @@ DEFAULT_MODEL_CONF: dict[str, Any] = {
     "edge_threshold": 10.0,
     "nms_size": 3,
     "multi_scale": False,  # the official image pyramid (slower)
+    "shifts": 1,  # 1, 2 or 4 diagonally moved passes, score maps averaged (more precise)
     "device": "auto",  # onnxruntime's device: auto, cpu or cuda
     "threads": None,  # onnxruntime intra-op threads (None: its default)
 }
@@ -120,6 +121,7 @@ def _build_class() -> type:
                 edge_threshold=conf["edge_threshold"],
                 nms_size=conf["nms_size"],
                 multi_scale=conf["multi_scale"],
+                shifts=conf["shifts"],
                 device=conf["device"],
                 threads=conf["threads"],
             )
