@@ -200,7 +200,10 @@ def test_reference_model_triangulation_on_our_database(hloc_model, sacre_coeur, 
     assert triangulated.num_points3D() > 0.8 * model.num_points3D()
 
 
-def test_hloc_extract_features_with_our_extractor(hloc, tmp_path):
+@pytest.mark.parametrize(
+    ("preset", "options"), [("aslfeat", []), ("aslfeat_precise", ["--shifts", "4"])]
+)
+def test_hloc_extract_features_with_our_extractor(hloc, tmp_path, preset, options):
     """(d) hloc's extract_features.main + register() == `aslfeat extract` (float32 path).
 
     resize_max above the photos' size: hloc then hands over the image unresized, so the
@@ -216,8 +219,8 @@ def test_hloc_extract_features_with_our_extractor(hloc, tmp_path):
     names = sorted(p.name for p in images.glob("*.jpg"))[:1]
     confs = register()
     assert register() == confs  # idempotent
-    assert {"aslfeat", "aslfeat_max"} <= set(extract_features.confs)
-    conf = confs["aslfeat"]
+    assert {"aslfeat", "aslfeat_max", "aslfeat_precise"} <= set(extract_features.confs)
+    conf = confs[preset]
     conf["model"]["max_keypoints"] = 2000
     conf["preprocessing"]["resize_max"] = 1600  # larger than every photo: no resizing
     theirs = extract_features.main(
@@ -227,7 +230,7 @@ def test_hloc_extract_features_with_our_extractor(hloc, tmp_path):
     result = CliRunner().invoke(
         cli,
         ["-q", "extract", *(str(images / n) for n in names), "-o", str(ours)]
-        + ["--num-keypoints", "2000"],
+        + ["--num-keypoints", "2000", *options],
     )
     assert result.exit_code == 0, result.output
     for name in names:

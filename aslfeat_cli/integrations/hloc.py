@@ -65,6 +65,13 @@ CONFS: dict[str, dict[str, Any]] = {
         "model": {"name": "aslfeat", "max_keypoints": 8000, "multi_scale": True},
         "preprocessing": {"grayscale": True, "resize_max": 2048},
     },
+    # More precise keypoints (localization, SfM) for 4x the network time: score maps averaged
+    # over four diagonally moved passes (aslfeat_cli/shift_average.py).
+    "aslfeat_precise": {
+        "output": "feats-aslfeat-s4-n5000-r1600",
+        "model": {"name": "aslfeat", "max_keypoints": 5000, "shifts": 4},
+        "preprocessing": {"grayscale": True, "resize_max": 1600},
+    },
 }
 
 # hloc's own "NN-mutual" matcher: mutual nearest neighbours, no ratio, no distance threshold.
