@@ -125,3 +125,27 @@ def test_shift_weight_adds_the_equivariance_term(photo_root: Path, tmp_path: Pat
     assert 0 < stats_on["shift"] <= 2  # 1 - cosine
     loss.backward()
     assert model.backbone.conv1.conv.weight.grad is not None
+
+
+def test_shift_levels_choose_where_the_shift_term_trains(photo_root: Path, tmp_path: Path):
+    """Same step, same random draws: only --shift-levels differs, and with it the gradient
+    reaching conv6's detector (the coarsest lattice) but not the descriptor loss's share."""
+    sampler = PairSampler(sorted(photo_root.glob("*.png")), crop=64, batch_size=1)
+    images_a, images_b, homographies = sampler.batch(np.random.default_rng(3))
+    torch.manual_seed(0)
+    model = ASLFeat("u").train()
+    grads = {}
+    instance_max = model.instance_max.clone()  # each step moves it: start both alike
+    for levels in ("conv1", "conv6", "conv1"):
+        extra = ("--reproj-weight", "0", "--disp-weight", "0", "--shift-weight", "1.0")
+        args = _args(tmp_path, photo_root, *extra, "--shift-levels", levels)
+        model.zero_grad()
+        model.instance_max.copy_(instance_max)
+        torch.manual_seed(1)
+        loss, stats = train_step(model, images_a, images_b, homographies, args)
+        loss.backward()
+        if levels in grads:  # the repeated conv1 step: the comparison is deterministic
+            torch.testing.assert_close(model.backbone.conv6.conv.weight.grad, grads[levels])
+        grads[levels] = model.backbone.conv6.conv.weight.grad.clone()
+        assert stats["shift"] > 0
+    assert not torch.allclose(grads["conv1"], grads["conv6"], rtol=1e-3, atol=1e-6)

@@ -110,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "of A moved 1-3 px along the diagonal; one more forward of A per pair (default 0: off)",
     )
     g.add_argument(
+        "--shift-levels",
+        default=None,
+        help="detector levels the shift term trains (default: those of --loc-levels); "
+        "conv6 is the coarsest lattice",
+    )
+    g.add_argument(
         "--loc-levels",
         default="conv1,conv3",
         help="detector levels the localization terms train (the others enter the fused map "
@@ -218,16 +224,20 @@ def train_step(
         update_instance_max(model, dense.levels)
         levels = [lv.float() for lv in model.level_scores(dense)]
     scores = fuse_scores(levels, (height, width))[:, 0]
-    loc_levels = set(args.loc_levels.split(",")) if args.loc_levels else set()
-    if loc_levels >= set(LEVELS):
-        loc_scores = scores
-    else:
-        # The same fused map, with gradients only into the chosen levels.
+
+    def fused_into(names: str | None) -> torch.Tensor:
+        """The same fused map, with gradients only into the levels ``names`` lists."""
+        chosen = set(names.split(",")) if names else set()
+        if chosen >= set(LEVELS):
+            return scores
         kept = [
-            lv if name in loc_levels else lv.detach()
-            for name, lv in zip(LEVELS, levels, strict=True)
+            lv if name in chosen else lv.detach() for name, lv in zip(LEVELS, levels, strict=True)
         ]
-        loc_scores = fuse_scores(kept, (height, width))[:, 0]
+        return fuse_scores(kept, (height, width))[:, 0]
+
+    loc_scores = fused_into(args.loc_levels)
+    shift_levels = getattr(args, "shift_levels", None) or args.loc_levels
+    shift_scores = loc_scores if shift_levels == args.loc_levels else fused_into(shift_levels)
     desc = dense.descriptor_map.float()
     losses, accs, n_corr = [], [], []
     terms: dict[str, list[float]] = {"desc": []}
@@ -264,7 +274,7 @@ def train_step(
         )
         if shift_weight > 0:
             equi, _ = localization.shift_consistency_loss(
-                loc_scores[k], loc_scores[2 * n + k], shift, args.patch_size
+                shift_scores[k], shift_scores[2 * n + k], shift, args.patch_size
             )
             loc = loc + shift_weight * equi
             loc_stats["shift"] = float(equi.detach())
