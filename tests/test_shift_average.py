@@ -90,15 +90,16 @@ def test_one_pass_is_the_official_extraction(photo, extractors):
 
 
 def test_four_passes_free_the_peaks_from_the_lattice(photo, extractors):
-    def share_on_lattice(ex: Extractor) -> float:
+    def shares_on_lattice(ex: Extractor) -> tuple[float, float]:
         score_map, descriptor_map = shift_averaged(ex.dense, photo, ex.shifts)
         peaks = select_peaks(score_map, ex.config)[0]
-        return float(np.mean(peaks % 4 == 0))
+        return float(np.mean(peaks % 2 == 0)), float(np.mean(peaks % 4 == 0))
 
-    # Uniform positions put 0.25 of the coordinates on multiples of 4.
-    one, four = share_on_lattice(extractors[1]), share_on_lattice(extractors[4])
-    assert one > 0.35
-    assert abs(four - 0.25) < abs(one - 0.25) / 2
+    # Positions that follow the image put 0.5 of the coordinates on even pixels and 0.25 on
+    # multiples of 4. Measured with the shipped weights: one pass 0.73 / 0.35, four 0.49 / 0.24.
+    (even_1, four_1), (even_4, four_4) = map(shares_on_lattice, (extractors[1], extractors[4]))
+    assert even_1 > 0.6 and four_1 > 0.3
+    assert abs(even_4 - 0.5) < 0.05 and abs(four_4 - 0.25) < 0.04
     # Descriptors of the four-pass keypoints are sampled from the unmoved pass.
     features = extractors[4].extract(photo)
     _, desc_map = extractors[4].session.run(photo)
@@ -114,8 +115,9 @@ def test_four_passes_match_a_real_pair_more_precisely(extractors):
     pairs = [p for p in load_homography_pairs(shared_data("pairs")) if p.sequence == "boat_1_2"]
     methods = [he.extractor_method(f"s{n}", ex) for n, ex in extractors.items()]
     results = {r.method: r.metrics for r in he.evaluate(pairs, methods, progress=False)}
-    # MMA@1 measured 0.454 -> 0.524 at 5,000 keypoints (README); at 2,000 the gain is similar.
-    assert results["s4"].mma[0] > results["s1"].mma[0] + 0.03
+    # MMA@1 at 2,000 keypoints, shipped weights: 0.558 -> 0.573 (at 5,000: 0.547 -> 0.559;
+    # the previous weights, not trained for shift agreement, gained 0.455 -> 0.524).
+    assert results["s4"].mma[0] > results["s1"].mma[0] + 0.007
     assert results["s4"].mma[2] >= results["s1"].mma[2] - 0.01
 
 
