@@ -16,7 +16,8 @@ from aslfeat_cli.matching import mutual_nn_match
 from aslfeat_cli.synthetic import warp_points
 
 # Correct matches (< 3 px) of 1000 keypoints per image, measured: random weights (the TF
-# reference checkpoint) 4, the run's step-200 weights 252, the shipped weights (step 16,705) 459.
+# reference checkpoint) 4, the run's step-200 weights 252, the weights shipped until 2026-12-06
+# (step 16,705) 459, the shipped localization fine-tune 561.
 MIN_CORRECT = 300
 
 
@@ -43,7 +44,9 @@ def test_shipped_model_matches_a_known_homography():
     meta = extractor.model_metadata
     assert meta["variant"] in ("u", "a", "h", "plain")
     fa, fb = extractor.extract(image), extractor.extract(warped)
-    assert len(fa) == 1000 and 900 <= len(fb) <= 1000  # the warp shows less of the photo
+    # The warp shows less of the photo: fewer keypoints pass the score threshold (measured:
+    # 877 with the shipped weights; the previous ones kept 900 or more).
+    assert len(fa) == 1000 and 800 <= len(fb) <= 1000
     matches0, _ = mutual_nn_match(fa.descriptors, fb.descriptors)
     idx = np.flatnonzero(matches0 >= 0)
     err = np.linalg.norm(warp_points(fa.keypoints[idx], h) - fb.keypoints[matches0[idx]], axis=1)
