@@ -3,10 +3,11 @@
 The network computes its coarse detector levels (conv3, conv6) at strides 2 and 4 and
 upsamples them onto the input grid (the official fusion, TF1's legacy bilinear resize puts
 their samples on every 2nd and 4th pixel). A bilinear surface peaks at its samples, so the
-fused map's maxima snap to that lattice: 0.70 of the shipped weights' peak coordinates are even
-and 0.46 divisible by 4 (``benchmarks/bench_lattice.py``), up to 1-2 px from where the image
-puts them. Moving the image by k pixels moves the content but not the lattice; averaging the
-maps of k = 0, 4/N, 2*4/N, ... (moved back) leaves a map without the lattice. The network, its
+fused map's maxima snap to that lattice: 0.70 of the peak coordinates of the weights shipped
+until 2026-12-06 are even and 0.46 divisible by 4 (``benchmarks/bench_lattice.py``; 0.72 and
+0.36 with the current ones), up to 1-2 px from where the image puts them. Moving the image by
+k pixels moves the content but not the lattice; averaging the maps of k = 0, 4/N, 2*4/N, ...
+(moved back) leaves a map without the lattice. The network, its
 weights and everything after the score map stay as they are; the descriptors come from the
 first, unmoved pass (averaging them over the passes measured no gain), and with N = 1 the
 result is the official single pass, bit for bit.

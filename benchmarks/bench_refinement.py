@@ -6,7 +6,10 @@ those dense maps (:func:`aslfeat_cli.keypoints.select_keypoints` with ``refineme
 only the refinement differs. Pairs and metrics as ``eval_quality.py`` (graf 1->3, boat 1->2 and
 N held-out synthetic pairs; mutual nearest neighbours, 5,000 keypoints). Needs ../shared/data.
 
+``--shifts N`` refines on the score map averaged over N moved passes (``--shifts`` of the CLI).
+
     python benchmarks/bench_refinement.py [--model weights/aslfeat.onnx] [--synthetic 50]
+        [--shifts 4]
 """
 
 from __future__ import annotations
@@ -30,14 +33,18 @@ from side_by_side import (  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--refinements", default="newton,quadratic,softargmax,none")
+    parser.add_argument("--shifts", type=int, default=1, help="passes averaged (1, 2, 4)")
     args = parse_pair_arguments(parser)
 
     from aslfeat_cli import homography_eval as he
     from aslfeat_cli.extractor import Extractor, to_gray
     from aslfeat_cli.keypoints import select_keypoints
+    from aslfeat_cli.shift_average import shift_averaged
 
-    extractor = Extractor(args.model, num_keypoints=args.num_keypoints)
-    dense = LastImages(lambda image: extractor.session.run(to_gray(image)))
+    extractor = Extractor(args.model, num_keypoints=args.num_keypoints, shifts=args.shifts)
+    dense = LastImages(
+        lambda image: shift_averaged(extractor.session.run, to_gray(image), args.shifts)
+    )
 
     def method(refinement: str) -> he.Method:
         config = replace(extractor.config, refinement=refinement)

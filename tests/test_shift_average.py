@@ -91,7 +91,7 @@ def test_one_pass_is_the_official_extraction(photo, extractors):
 
 def test_four_passes_free_the_peaks_from_the_lattice(photo, extractors):
     def shares_on_lattice(ex: Extractor) -> tuple[float, float]:
-        score_map, descriptor_map = shift_averaged(ex.dense, photo, ex.shifts)
+        score_map, _ = shift_averaged(ex.dense, photo, ex.shifts)
         peaks = select_peaks(score_map, ex.config)[0]
         return float(np.mean(peaks % 2 == 0)), float(np.mean(peaks % 4 == 0))
 

@@ -212,7 +212,7 @@ def train_step(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward both views, update the normalisers and return the mean loss over the pairs."""
     n, _, height, width = images_a.shape
-    shift_weight = getattr(args, "shift_weight", 0.0)  # older checkpoints' args lack it
+    shift_weight = args.shift_weight
     views = [images_a, images_b]
     if shift_weight > 0:
         # 1-3 px: every offset from the 4-pixel lattice of conv6 other than none.
@@ -236,7 +236,7 @@ def train_step(
         return fuse_scores(kept, (height, width))[:, 0]
 
     loc_scores = fused_into(args.loc_levels)
-    shift_levels = getattr(args, "shift_levels", None) or args.loc_levels
+    shift_levels = args.shift_levels or args.loc_levels
     shift_scores = loc_scores if shift_levels == args.loc_levels else fused_into(shift_levels)
     desc = dense.descriptor_map.float()
     losses, accs, n_corr = [], [], []
