@@ -36,6 +36,7 @@ from .images import (
     read_bytes,
     resize_image,
     scale_keypoints,
+    upscaled_size,
     walk_images,
 )
 from .keypoints import DETECTION_NOISE
@@ -364,15 +365,17 @@ def _load(
     max_dim: int | None,
     notice: Callable[[], None] = lambda: None,
     tile_pixels: int | None = TILE_PIXELS,
+    upscale: float = 1.0,
 ) -> _Loaded:
     """Worker-thread job: check the size from the header, decode and downscale one image.
 
-    Memory is refused before decoding when the network input would not fit (check_memory).
+    Memory is refused before decoding when the network input (enlarged by ``upscale`` in
+    ``extract()``) would not fit (check_memory).
     """
     data = read_bytes(path)
     size = header_size(data)
     if size is not None:
-        check_memory(network_size(*size, max_dim), tile_pixels)
+        check_memory(upscaled_size(*network_size(*size, max_dim), upscale), tile_pixels)
     if size is not None and size[0] * size[1] > _BIG_DECODE:
         with _big_decodes:  # one large decode at a time: --workers 4 must not mean 4x memory
             image = decode_image(data)  # JPEGs above the decoding limit come back reduced
@@ -382,7 +385,7 @@ def _load(
     original = size if size is not None else (width, height)
     target = network_size(*original, max_dim)
     if size is None:
-        check_memory(target, tile_pixels)
+        check_memory(upscaled_size(*target, upscale), tile_pixels)
     if max_dim is None and target != tuple(original):
         notice()
     # float32 here, on the worker, so the main thread's to_gray() has nothing left to convert.
@@ -588,7 +591,9 @@ def run_extraction(
 
             try:
                 for path, name, loading in _prefetch(
-                    todo, lambda p: _load(p, max_dim, notice, tiles), workers or default_workers()
+                    todo,
+                    lambda p: _load(p, max_dim, notice, tiles, extractor.upscale),
+                    workers or default_workers(),
                 ):
                     pending.append((path, name, pool.submit(infer, loading)))
                     if len(pending) > streams:

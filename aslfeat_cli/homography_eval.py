@@ -267,12 +267,14 @@ def ours_method(
     backend: str = "auto",
     precision: str = "auto",
     shifts: int = 1,
+    upscale: float = 1.0,
     name: str | None = None,
 ) -> Method:
     """ASLFeat through :class:`~.extractor.Extractor` (official detection defaults).
 
     The default name is ``aslfeat`` (or the model file's stem), with ``-ms`` for multi-scale
-    and ``-sN`` for N shifted passes (``shifts``).
+    ``-sN`` for N shifted passes (``shifts``) and ``-uF`` for images enlarged by F
+    (``upscale``).
     """
     from .extractor import Extractor
 
@@ -285,11 +287,13 @@ def ours_method(
         backend=backend,
         precision=precision,
         shifts=shifts,
+        upscale=upscale,
     )
     if name is None:
         name = Path(model).stem if model is not None else "aslfeat"
         name += "-ms" if multi_scale else ""
         name += f"-s{shifts}" if shifts > 1 else ""
+        name += f"-u{upscale:g}" if upscale != 1 else ""
     return extractor_method(name, extractor)
 
 

@@ -276,6 +276,34 @@ def downscale_to_fit(image: np.ndarray, max_dim: int | None) -> np.ndarray:
     return resize_image(image, fit_size(width, height, max_dim))
 
 
+#: Allowed ``--upscale`` factors: 1 (the image as given) up to 4.
+UPSCALE_RANGE = (1.0, 4.0)
+
+
+def upscaled_size(width: int, height: int, factor: float) -> tuple[int, int]:
+    """(width, height) enlarged by ``factor``, each side rounded to whole pixels."""
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def check_upscale(factor: float) -> float:
+    """``factor`` as a float, or ValueError outside :data:`UPSCALE_RANGE`."""
+    low, high = UPSCALE_RANGE
+    if not low <= factor <= high:
+        raise ValueError(f"upscale must be between {low:g} and {high:g}, got {factor:g}")
+    return float(factor)
+
+
+def upscale_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """Enlarge by ``factor`` (bilinear; 1: unchanged) for the network's ``--upscale``.
+
+    The network's 3x3 detector windows and its coarse levels' 2- and 4-pixel lattices are in
+    network pixels; on an enlarged image they are finer in the original pixels, where
+    :func:`scale_keypoints` brings the keypoints back (the way SIFT starts one octave up).
+    """
+    height, width = image.shape[:2]
+    return resize_image(image, upscaled_size(width, height, check_upscale(factor)))
+
+
 def scale_keypoints(
     keypoints: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]
 ) -> np.ndarray:

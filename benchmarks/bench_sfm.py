@@ -8,7 +8,8 @@ similarity alignment, in % of the scene extent. ``--runs N`` repeats the mapping
 with pycolmap's threads) and reports every run.
 
     python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
-        [--num-keypoints 3000,4000,5000] [--shifts 1,4] [--scenes fountain-P11]
+        [--num-keypoints 3000,4000,5000] [--shifts 1,4] [--upscale 1,2]
+        [--scenes fountain-P11]
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def run_scene(
     work: Path,
     num_keypoints: int = NUM_KEYPOINTS,
     shifts: int = 1,
+    upscale: float = 1.0,
 ) -> dict[str, float | int | str]:
-    """One extraction (``shifts`` passes, :mod:`aslfeat_cli.shift_average`) and
-    reconstruction of ``scene`` with ``model``; its figures."""
+    """One extraction (``shifts`` passes, :mod:`aslfeat_cli.shift_average`; images enlarged
+    by ``upscale`` for the network) and reconstruction of ``scene`` with ``model``; its
+    figures."""
     from aslfeat_cli import Extractor
     from aslfeat_cli.extraction import run_extraction
     from aslfeat_cli.images import walk_images
@@ -45,7 +48,13 @@ def run_scene(
 
     folder = scene / "images"
     images = [(p, p.relative_to(folder).as_posix()) for p in sorted(walk_images(folder))]
-    extractor = Extractor(model, num_keypoints=num_keypoints, max_dim=MAX_DIM, shifts=shifts)
+    extractor = Extractor(
+        model,
+        num_keypoints=num_keypoints,
+        max_dim=MAX_DIM,
+        shifts=shifts,
+        upscale=upscale,
+    )
     features = work / "features.h5"
     run_extraction(images, features, extractor, progress=False)
     gt = scene / "cameras_gt.json"
@@ -79,29 +88,35 @@ def main() -> None:
     parser.add_argument(
         "--shifts", default="1", help="comma-separated pass counts (1, 2, 4), each a row"
     )
+    parser.add_argument(
+        "--upscale", default="1", help="comma-separated factors (Extractor(upscale=F)), each a row"
+    )
     args = parser.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's mapper log, before its import
     models = args.model or [None]
     budgets = [int(b) for b in args.num_keypoints.split(",")]
     shift_counts = [int(n) for n in args.shifts.split(",")]
+    factors = [float(f) for f in args.upscale.split(",")]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(
-        "| scene | model | keypoints | shifts | run | registered | 3D points | track length | "
-        "reproj. px | camera error % |"
+        "| scene | model | keypoints | shifts | upscale | run | registered | 3D points | "
+        "track length | reproj. px | camera error % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.scenes.split(","):
         for run in range(1, args.runs + 1):
             # Models interleaved: the machine's load hits every model alike.
-            for budget, shifts, model in itertools.product(budgets, shift_counts, models):
+            for budget, shifts, factor, model in itertools.product(
+                budgets, shift_counts, factors, models
+            ):
                 with tempfile.TemporaryDirectory() as tmp:
-                    row = run_scene(model, SFM / name, Path(tmp), budget, shifts)
+                    row = run_scene(model, SFM / name, Path(tmp), budget, shifts, factor)
                 label = Path(model).name if model else "shipped"
                 print(
-                    f"| {name} | {label} | {budget} | {shifts} | {run} | {row['registered']} | "
-                    f"{row['points']} | {row['track']} | {row['reproj_px']} | "
-                    f"{row['camera_error_pct']} |",
+                    f"| {name} | {label} | {budget} | {shifts} | {factor:g} | {run} | "
+                    f"{row['registered']} | {row['points']} | {row['track']} | "
+                    f"{row['reproj_px']} | {row['camera_error_pct']} |",
                     flush=True,
                 )
 

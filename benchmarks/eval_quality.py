@@ -14,7 +14,8 @@ accuracy (share of pairs with mean corner error <= 1/3/5 px after RANSAC). Print
 --json writes the numbers. Needs ../shared/data.
 
     python benchmarks/eval_quality.py [--model weights/aslfeat.onnx] [--synthetic 50]
-        [--seed 0] [--size 480x360] [--num-keypoints 5000] [--shifts 1,4] [--no-ours]
+        [--seed 0] [--size 480x360] [--num-keypoints 5000] [--shifts 1,4] [--upscale 1,2]
+        [--no-ours]
         [--json out.json]
 """
 
@@ -108,6 +109,11 @@ def main() -> int:
         default="1",
         help="comma-separated pass counts (Extractor(shifts=N)), one row each, e.g. 1,4",
     )
+    parser.add_argument(
+        "--upscale",
+        default="1",
+        help="comma-separated factors (Extractor(upscale=F)), one row each (with each --shifts)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the summaries here")
     args = parser.parse_args()
     if not (DATA / "pairs").is_dir() or not (DATA / "train").is_dir():
@@ -120,16 +126,19 @@ def main() -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     methods = []
     if not args.no_ours:
-        for shifts in (int(n) for n in args.shifts.split(",")):
-            methods.append(
-                he.ours_method(
-                    args.model,
-                    num_keypoints=args.num_keypoints,
-                    device=args.device,
-                    shifts=shifts,
-                    name="aslfeat" + (f"-s{shifts}" if shifts > 1 else ""),
+        for upscale in (float(f) for f in args.upscale.split(",")):
+            for shifts in (int(n) for n in args.shifts.split(",")):
+                name = "aslfeat" + (f"-s{shifts}" if shifts > 1 else "")
+                methods.append(
+                    he.ours_method(
+                        args.model,
+                        num_keypoints=args.num_keypoints,
+                        device=args.device,
+                        shifts=shifts,
+                        upscale=upscale,
+                        name=name + (f"-u{upscale:g}" if upscale != 1 else ""),
+                    )
                 )
-            )
     methods.append(he.sift_method(args.num_keypoints, name="sift"))
 
     start = time.perf_counter()

@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import TopK, backend_options, device_option, shifts_option, verbosity_options
+from ._options import (
+    TopK,
+    backend_options,
+    device_option,
+    shifts_option,
+    upscale_option,
+    verbosity_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ Examples:
     help="Run our models single-scale, multi-scale (image pyramid) or both.",
 )
 @shifts_option
+@upscale_option
 @click.option("--ours/--no-ours", default=True, show_default=True, help="Evaluate ASLFeat.")
 @click.option(
     "--sift/--no-sift", default=True, show_default=True, help="OpenCV SIFT baseline (RootSIFT)."
@@ -109,6 +117,7 @@ def command(
     threshold: float,
     max_dim: int | None,
     shifts: str,
+    upscale: float,
     device: str,
     backend: str,
     precision: str,
@@ -144,6 +153,7 @@ def command(
                             multi_scale=ms,
                             max_dim=max_dim,
                             shifts=int(shifts),
+                            upscale=upscale,
                             device=device,
                             backend=backend,
                             precision=precision,
@@ -183,6 +193,7 @@ def command(
             "threshold": threshold,
             "multi_scale": multi_scale,
             "shifts": int(shifts),
+            "upscale": upscale,
             "max_dim": max_dim,
             "backend": backend,
             "precision": precision,

@@ -21,6 +21,7 @@ from ._options import (
     quiet_flag,
     ray_options,
     shifts_option,
+    upscale_option,
     verbosity_options,
 )
 
@@ -90,6 +91,7 @@ Examples:
 )
 @click.option("--multi-scale", is_flag=True, help="Detect on an image pyramid (slower).")
 @shifts_option
+@upscale_option
 @model_option
 @device_option
 @backend_options
@@ -154,6 +156,7 @@ def command(
     max_dim: int | None,
     multi_scale: bool,
     shifts: str,
+    upscale: float,
     model: Path | None,
     device: str,
     backend: str,
@@ -232,6 +235,7 @@ def command(
         nms_size=nms_size,
         multi_scale=multi_scale,
         shifts=int(shifts),
+        upscale=upscale,
         max_dim=max_dim,
         device=device,
         backend=backend,

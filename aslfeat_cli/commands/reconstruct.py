@@ -17,6 +17,7 @@ from ._options import (
     model_option,
     num_keypoints_option,
     shifts_option,
+    upscale_option,
     verbosity_options,
 )
 from .pairs import pair_mode_options, quiet_flag
@@ -61,6 +62,7 @@ Examples:
     "original pixels).",
 )
 @shifts_option
+@upscale_option
 @model_option
 @device_option
 @backend_options
@@ -105,6 +107,7 @@ def command(
     num_keypoints: int,
     max_dim: int,
     shifts: str,
+    upscale: float,
     model: Path | None,
     device: str,
     backend: str,
@@ -169,6 +172,7 @@ def command(
             num_keypoints=num_keypoints,
             max_dim=max_dim,
             shifts=int(shifts),
+            upscale=upscale,
             device=device,
             backend=backend,
             precision=precision,

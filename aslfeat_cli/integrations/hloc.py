@@ -48,6 +48,7 @@ DEFAULT_MODEL_CONF: dict[str, Any] = {
     "nms_size": 3,
     "multi_scale": False,  # the official image pyramid (slower)
     "shifts": 1,  # 1, 2 or 4 diagonally moved passes, score maps averaged (more precise)
+    "upscale": 1.0,  # network on the image enlarged by this factor, 1-4 (more precise)
     "device": "auto",  # onnxruntime's device: auto, cpu or cuda
     "threads": None,  # onnxruntime intra-op threads (None: its default)
 }
@@ -129,6 +130,7 @@ def _build_class() -> type:
                 nms_size=conf["nms_size"],
                 multi_scale=conf["multi_scale"],
                 shifts=conf["shifts"],
+                upscale=conf["upscale"],
                 device=conf["device"],
                 threads=conf["threads"],
             )
