@@ -201,7 +201,7 @@ def test_reference_model_triangulation_on_our_database(hloc_model, sacre_coeur, 
 
 
 @pytest.mark.parametrize(
-    ("preset", "options"), [("aslfeat", []), ("aslfeat_precise", ["--shifts", "4"])]
+    ("preset", "options"), [("aslfeat", []), ("aslfeat_precise", ["--upscale", "2"])]
 )
 def test_hloc_extract_features_with_our_extractor(hloc, tmp_path, preset, options):
     """(d) hloc's extract_features.main + register() == `aslfeat extract` (float32 path).
