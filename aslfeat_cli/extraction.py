@@ -654,8 +654,10 @@ def _extract_one(extractor: Extractor, loaded: _Loaded) -> dict[str, Any]:
         "descriptors": np.asarray(result.descriptors, dtype=np.float32),
         "image_size": loaded.original_size,
         IMAGE_SHA256: loaded.sha256,
-        # hloc's rule: the detection noise times the mean resize factor
+        # hloc's rule: the detection noise times the mean resize factor (the noise is in
+        # network pixels, so --upscale divides it)
         "uncertainty": DETECTION_NOISE
+        / extractor.upscale
         * float(np.mean(np.divide(loaded.original_size, (width, height)))),
     }
 

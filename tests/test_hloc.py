@@ -201,9 +201,10 @@ def test_reference_model_triangulation_on_our_database(hloc_model, sacre_coeur, 
 
 
 @pytest.mark.parametrize(
-    ("preset", "options"), [("aslfeat", []), ("aslfeat_precise", ["--upscale", "2"])]
+    ("preset", "options", "noise"),
+    [("aslfeat", [], 1.0), ("aslfeat_precise", ["--upscale", "2"], 0.5)],
 )
-def test_hloc_extract_features_with_our_extractor(hloc, tmp_path, preset, options):
+def test_hloc_extract_features_with_our_extractor(hloc, tmp_path, preset, options, noise):
     """(d) hloc's extract_features.main + register() == `aslfeat extract` (float32 path).
 
     resize_max above the photos' size: hloc then hands over the image unresized, so the
@@ -245,8 +246,11 @@ def test_hloc_extract_features_with_our_extractor(hloc, tmp_path, preset, option
             np.testing.assert_array_equal(grp["descriptors"][()].T, expected["descriptors"])
             np.testing.assert_array_equal(grp["scores"][()], expected["scores"])
             np.testing.assert_array_equal(grp["image_size"][()], expected["image_size"])
+        # The detection noise is in network pixels: halved in image pixels by --upscale 2.
         _, uncertainty = hloc_io.get_keypoints(theirs, name, return_uncertainty=True)
-        assert uncertainty == pytest.approx(DETECTION_NOISE)
+        assert uncertainty == pytest.approx(noise * DETECTION_NOISE)
+        _, our_uncertainty = hloc_io.get_keypoints(ours, name, return_uncertainty=True)
+        assert our_uncertainty == pytest.approx(noise * DETECTION_NOISE)
 
 
 def test_register_refuses_unknown_model_options(hloc):

@@ -96,6 +96,8 @@ def test_cli_refuses_other_factors_and_records_the_setting(tmp_path: Path, photo
     with h5py.File(out) as fh:
         assert float(fh.attrs["upscale"]) == 2.0
         assert fh["a.png"]["keypoints"][:].max() < 320
+        # hloc's keypoint noise is 1 px of the network's input: half a pixel of the image.
+        assert fh["a.png"]["keypoints"].attrs["uncertainty"] == 0.5
     # Resuming with another setting is refused (the file's keypoints were made otherwise).
     again = runner.invoke(cli, [*args, "--upscale", "1.5"])
     assert again.exit_code != 0 and "upscale=2.0 (now 1.5)" in again.output

@@ -135,6 +135,9 @@ def _build_class() -> type:
                 device=conf["device"],
                 threads=conf["threads"],
             )
+            # hloc writes detection_noise times its resize factor as the keypoints'
+            # "uncertainty"; the noise is in network pixels, which --upscale makes finer.
+            self.detection_noise = DETECTION_NOISE / self.extractor.upscale
 
         def _forward(self, data: dict[str, Any]) -> dict[str, Any]:
             image = data["image"]
