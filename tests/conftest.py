@@ -51,3 +51,33 @@ def assert_same_h5(a: Path, b: Path) -> None:
             if isinstance(x, h5py.Dataset):
                 assert x.dtype == y.dtype and x.shape == y.shape, key
                 assert x[()].tobytes() == y[()].tobytes(), key
+
+
+def boat_metrics(extractors: dict) -> dict:
+    """Homography metrics (``homography_eval``) of each named extractor on boat 1->2, the
+    real zoom-and-rotation pair of ../shared/data/pairs (skips without it)."""
+    from aslfeat_cli import homography_eval as he
+    from aslfeat_cli.hpatches import load_homography_pairs
+
+    pairs = [p for p in load_homography_pairs(shared_data("pairs")) if p.sequence == "boat_1_2"]
+    methods = [he.extractor_method(name, ex) for name, ex in extractors.items()]
+    return {r.method: r.metrics for r in he.evaluate(pairs, methods, progress=False)}
+
+
+def extract_option_runs(tmp_path: Path, photo, option: str, bad: str, good: str, other: str):
+    """``aslfeat extract`` of one photo (onnxruntime) with ``option bad``, then ``option good``
+    (must succeed), then a resume of that output with ``option other``: returns the first
+    and last click results and the features file."""
+    import cv2
+    from click.testing import CliRunner
+
+    from aslfeat_cli.cli import cli
+
+    image, out = tmp_path / "a.png", tmp_path / "f.h5"
+    cv2.imwrite(str(image), photo.astype("uint8"))
+    runner = CliRunner()
+    first = runner.invoke(cli, ["extract", str(image), "-o", str(tmp_path / "x.h5"), option, bad])
+    args = ["extract", str(image), "-o", str(out), "-q", "--backend", "onnxruntime", option]
+    made = runner.invoke(cli, [*args, good])
+    assert made.exit_code == 0, made.output
+    return first, runner.invoke(cli, [*args, other]), out

@@ -14,13 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from aslfeat_cli import images
-from aslfeat_cli.cli import cli
 from aslfeat_cli.extractor import Extractor, to_gray
 
-from .conftest import shared_data
+from .conftest import boat_metrics, extract_option_runs
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +68,8 @@ def test_memory_check_sees_the_enlarged_input(tmp_path: Path, monkeypatch, photo
 
 
 def test_upscale_matches_a_real_pair_more_precisely():
-    from aslfeat_cli import homography_eval as he
-    from aslfeat_cli.hpatches import load_homography_pairs
-
-    pairs = [p for p in load_homography_pairs(shared_data("pairs")) if p.sequence == "boat_1_2"]
     settings = {"num_keypoints": 2000, "backend": "onnxruntime"}
-    methods = [he.extractor_method(f"u{f:g}", Extractor(**settings, upscale=f)) for f in (1.0, 2.0)]
-    results = {r.method: r.metrics for r in he.evaluate(pairs, methods, progress=False)}
+    results = boat_metrics({f"u{f:g}": Extractor(**settings, upscale=f) for f in (1.0, 2.0)})
     # MMA@1 at 2,000 keypoints, shipped weights: 0.558 -> 0.618 (onnxruntime), 0.563 -> 0.616
     # (OpenVINO bf16); MMA@3 0.905 -> 0.905.
     assert results["u2"].mma[0] > results["u1"].mma[0] + 0.03
@@ -86,18 +79,12 @@ def test_upscale_matches_a_real_pair_more_precisely():
 def test_cli_refuses_other_factors_and_records_the_setting(tmp_path: Path, photo):
     import h5py
 
-    cv2.imwrite(str(tmp_path / "a.png"), photo.astype(np.uint8))
-    runner = CliRunner()
-    bad = runner.invoke(cli, ["extract", str(tmp_path / "a.png"), "-o", "x.h5", "--upscale", "0.5"])
+    bad, again, out = extract_option_runs(tmp_path, photo, "--upscale", "0.5", "2", "1.5")
     assert bad.exit_code == 2 and "1.0<=x<=4.0" in bad.output
-    out = tmp_path / "f.h5"
-    args = ["extract", str(tmp_path / "a.png"), "-o", str(out), "-q", "--backend", "onnxruntime"]
-    assert runner.invoke(cli, [*args, "--upscale", "2"]).exit_code == 0
     with h5py.File(out) as fh:
         assert float(fh.attrs["upscale"]) == 2.0
         assert fh["a.png"]["keypoints"][:].max() < 320
         # hloc's keypoint noise is 1 px of the network's input: half a pixel of the image.
         assert fh["a.png"]["keypoints"].attrs["uncertainty"] == 0.5
     # Resuming with another setting is refused (the file's keypoints were made otherwise).
-    again = runner.invoke(cli, [*args, "--upscale", "1.5"])
     assert again.exit_code != 0 and "upscale=2.0 (now 1.5)" in again.output
