@@ -76,10 +76,11 @@ shifts_option = click.option(
 upscale_option = click.option(
     "--upscale",
     type=click.FloatRange(*UPSCALE_RANGE),
+    metavar="F",
     default=1.0,
     show_default=True,
     help="Run the network on images enlarged by this factor (keypoints stay in original "
-    "pixels): more precise keypoints at 1 px, about factor^2 times the network time. 2 is the "
+    "pixels): more precise keypoints at 1 px, about F^2 times the network time. 2 is the "
     "most precise setting measured (README). 1: the image as given (official).",
 )
 

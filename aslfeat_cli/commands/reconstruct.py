@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
     epilog="""\b
 Examples:
   aslfeat reconstruct images/ -o sfm/
-  aslfeat reconstruct images/ -o sfm/ --upscale 2   # more precise keypoints, ~4x the time
+  aslfeat reconstruct images/ -o sfm/ --upscale 2   # more precise keypoints, 4-5x the time
   aslfeat reconstruct frames/ -o sfm/ --sequential 8 --loop-stride 30 --single-camera
   aslfeat reconstruct images/ -o sfm/ --features sift_features.h5 --ratio 0.8
 """,
