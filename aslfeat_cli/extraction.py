@@ -36,7 +36,7 @@ from .images import (
     read_bytes,
     resize_image,
     scale_keypoints,
-    upscaled_size,
+    scaled_size,
     walk_images,
 )
 from .keypoints import DETECTION_NOISE
@@ -375,7 +375,7 @@ def _load(
     data = read_bytes(path)
     size = header_size(data)
     if size is not None:
-        check_memory(upscaled_size(*network_size(*size, max_dim), upscale), tile_pixels)
+        check_memory(scaled_size(*network_size(*size, max_dim), upscale), tile_pixels)
     if size is not None and size[0] * size[1] > _BIG_DECODE:
         with _big_decodes:  # one large decode at a time: --workers 4 must not mean 4x memory
             image = decode_image(data)  # JPEGs above the decoding limit come back reduced
@@ -385,7 +385,7 @@ def _load(
     original = size if size is not None else (width, height)
     target = network_size(*original, max_dim)
     if size is None:
-        check_memory(upscaled_size(*target, upscale), tile_pixels)
+        check_memory(scaled_size(*target, upscale), tile_pixels)
     if max_dim is None and target != tuple(original):
         notice()
     # float32 here, on the worker, so the main thread's to_gray() has nothing left to convert.

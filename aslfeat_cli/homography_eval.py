@@ -290,11 +290,19 @@ def ours_method(
         upscale=upscale,
     )
     if name is None:
-        name = Path(model).stem if model is not None else "aslfeat"
-        name += "-ms" if multi_scale else ""
-        name += f"-s{shifts}" if shifts > 1 else ""
-        name += f"-u{upscale:g}" if upscale != 1 else ""
+        base = Path(model).stem if model is not None else "aslfeat"
+        name = method_name(base, multi_scale=multi_scale, shifts=shifts, upscale=upscale)
     return extractor_method(name, extractor)
+
+
+def method_name(
+    base: str = "aslfeat", *, multi_scale: bool = False, shifts: int = 1, upscale: float = 1.0
+) -> str:
+    """``base`` with a suffix per non-default setting: ``-ms`` (multi-scale), ``-sN`` (N
+    shifted passes), ``-uF`` (images enlarged by F); the row names of the tables."""
+    name = base + ("-ms" if multi_scale else "")
+    name += f"-s{shifts}" if shifts > 1 else ""
+    return name + (f"-u{upscale:g}" if upscale != 1 else "")
 
 
 def sift_method(num_keypoints: int = 5000, name: str = "sift") -> Method:

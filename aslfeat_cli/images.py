@@ -205,7 +205,7 @@ def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
     scale = min(1.0, max(scale, MIN_SIDE / max(1, min(width, height))))
     if scale >= 1.0:
         return width, height
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    return scaled_size(width, height, scale)
 
 
 def fit_size(width: int, height: int, max_dim: int) -> tuple[int, int]:
@@ -280,8 +280,9 @@ def downscale_to_fit(image: np.ndarray, max_dim: int | None) -> np.ndarray:
 UPSCALE_RANGE = (1.0, 4.0)
 
 
-def upscaled_size(width: int, height: int, factor: float) -> tuple[int, int]:
-    """(width, height) enlarged by ``factor``, each side rounded to whole pixels."""
+def scaled_size(width: int, height: int, factor: float) -> tuple[int, int]:
+    """(width, height) times ``factor``, each side rounded to whole pixels (at least 1): the
+    one rounding rule of every resize here (--max-dim, the 2 MP cap, --upscale)."""
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
@@ -301,7 +302,7 @@ def upscale_image(image: np.ndarray, factor: float) -> np.ndarray:
     :func:`scale_keypoints` brings the keypoints back (the way SIFT starts one octave up).
     """
     height, width = image.shape[:2]
-    return resize_image(image, upscaled_size(width, height, check_upscale(factor)))
+    return resize_image(image, scaled_size(width, height, check_upscale(factor)))
 
 
 def scale_keypoints(

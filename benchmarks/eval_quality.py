@@ -128,7 +128,6 @@ def main() -> int:
     if not args.no_ours:
         for upscale in (float(f) for f in args.upscale.split(",")):
             for shifts in (int(n) for n in args.shifts.split(",")):
-                name = "aslfeat" + (f"-s{shifts}" if shifts > 1 else "")
                 methods.append(
                     he.ours_method(
                         args.model,
@@ -136,7 +135,7 @@ def main() -> int:
                         device=args.device,
                         shifts=shifts,
                         upscale=upscale,
-                        name=name + (f"-u{upscale:g}" if upscale != 1 else ""),
+                        name=he.method_name(shifts=shifts, upscale=upscale),
                     )
                 )
     methods.append(he.sift_method(args.num_keypoints, name="sift"))
