@@ -316,3 +316,10 @@ def scale_keypoints(
     scale = np.array([to_size[0] / from_size[0], to_size[1] / from_size[1]], dtype=np.float64)
     out = (np.asarray(keypoints, dtype=np.float64) + 0.5) * scale - 0.5
     return out.astype(np.float32)
+
+
+def scaling_homography(from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """The 3x3 matrix of :func:`scale_keypoints` (same convention), for composing with a
+    pair's homography: ``S_b @ H @ inv(S_a)`` is ``H`` between resized views."""
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])

@@ -149,3 +149,79 @@ def test_shift_levels_choose_where_the_shift_term_trains(photo_root: Path, tmp_p
         grads[levels] = model.backbone.conv6.conv.weight.grad.clone()
         assert stats["shift"] > 0
     assert not torch.allclose(grads["conv1"], grads["conv6"], rtol=1e-3, atol=1e-6)
+
+
+def _blob(size: tuple[int, int], centre: tuple[float, float], sigma: float) -> np.ndarray:
+    ys, xs = np.mgrid[: size[1], : size[0]].astype(np.float64)
+    r2 = (xs - centre[0]) ** 2 + (ys - centre[1]) ** 2
+    return (200 * np.exp(-r2 / (2 * sigma**2))).astype(np.float32)
+
+
+def _centroid(image: np.ndarray) -> np.ndarray:
+    ys, xs = np.mgrid[: image.shape[0], : image.shape[1]]
+    w = np.maximum(image.astype(np.float64) - 1.0, 0)
+    return np.array([(w * xs).sum(), (w * ys).sum()]) / w.sum()
+
+
+def test_enlarged_pair_homography_maps_content_between_the_enlarged_views():
+    """A blob at a known sub-pixel place in A, B = A through a known homography; after
+    enlarging both views 2x, the returned homography takes A's blob onto B's."""
+    from aslfeat_cli.synthetic import warp_points
+    from aslfeat_training.data import enlarge_pair
+
+    h = np.array([[0.9, -0.12, 9.3], [0.1, 1.1, -4.6], [2e-4, -1e-4, 1.0]])
+    image_a = _blob((48, 48), (21.3, 23.7), 2.5)
+    image_b = cv2.warpPerspective(image_a, h, (48, 48), flags=cv2.INTER_CUBIC)
+    big_a, big_b, big_h = enlarge_pair(image_a, image_b, h, size=(96, 96))
+    assert big_a.shape == big_b.shape == (96, 96)
+    np.testing.assert_allclose(_centroid(big_a), 2 * np.array([21.3, 23.7]) + 0.5, atol=0.02)
+    mapped = warp_points(_centroid(big_a)[None], big_h)[0]
+    np.testing.assert_allclose(mapped, _centroid(big_b), atol=0.1)
+    # The same homography composed by hand: pixel centres scale about the image corner.
+    s = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])
+    np.testing.assert_allclose(big_h, s @ h @ np.linalg.inv(s) / (s @ h @ np.linalg.inv(s))[2, 2])
+
+
+def test_enlarge_prob_makes_enlarged_pairs_and_zero_replays_the_old_pairs(photo_root: Path):
+    photos = sorted(photo_root.glob("*.png"))
+    plain = PairSampler(photos, crop=64, batch_size=2).batch(np.random.default_rng(5))
+    off = PairSampler(photos, crop=64, batch_size=2, enlarge_prob=0.0).batch(
+        np.random.default_rng(5)
+    )
+    for x, y in zip(plain, off, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    images_a, images_b, homographies = PairSampler(
+        photos, crop=64, batch_size=2, enlarge_prob=1.0
+    ).batch(np.random.default_rng(5))
+    assert tuple(images_a.shape) == tuple(images_b.shape) == (2, 1, 64, 64)
+
+    # Bilinear 2x enlarging leaves neighbouring pixels closer than in a native crop.
+    def roughness(t):
+        return float(torch.abs(t[..., :, 1:] - t[..., :, :-1]).mean())
+
+    assert roughness(images_a) < 0.8 * roughness(plain[0])
+    with pytest.raises(ValueError, match="enlarge_prob"):
+        PairSampler(photos, enlarge_prob=1.5)
+
+
+def test_validation_at_an_upscale_factor_logs_its_metrics(
+    photo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from aslfeat_training import train as train_module
+
+    # Two photos are too few for the held-out split: validate on the training photos.
+    photos = sorted(photo_root.glob("*.png"))
+    monkeypatch.setattr(train_module, "train_val_photos", lambda _root: (photos, photos))
+    args = _args(
+        tmp_path, photo_root, "--steps", "1", "--val-synthetic", "2", "--val-size", "96",
+        "--val-every", "1", "--val-upscale", "1,2", "--enlarge-prob", "0.5",
+    )  # fmt: skip
+    run(args)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["kind"] == "val"][-1]
+    assert {"syn_mma1", "u2_syn_mma1", "u2_syn_h3", "u1_score", "u2_score"} <= set(val)
+    assert val["score"] == pytest.approx((val["u1_score"] + val["u2_score"]) / 2)
+    # At 2x the network sees 192-px views: more keypoints than at 96 px.
+    assert val["u2_syn_matches"] >= val["syn_matches"]
+    with pytest.raises(SystemExit):
+        parse_args(["--val-upscale", "0.5"])

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from aslfeat_cli.images import scaling_homography
 from aslfeat_cli.synthetic import make_pair, split_photos, warp_points
 
 DESCRIPTOR_STRIDE = 4
@@ -43,17 +44,31 @@ class PairSampler:
     tensors of raw grey levels (0..255, what the network expects) and (B, 3, 3) float64 A->B
     homographies (numpy). Decoded photos are cached (grayscale, at most ``cache_size``) because
     JPEG decoding of 1024 px photos costs as much as a small training step.
+
+    With ``enlarge_prob`` > 0, that share of the pairs is made at ``crop / enlarge_factor``
+    pixels and both views are enlarged to ``crop`` (:func:`enlarge_pair`): what the network
+    sees with the runtime's ``--upscale``.
     """
 
     def __init__(
-        self, photos: list[Path], crop: int = 256, batch_size: int = 2, cache_size: int = 800
+        self,
+        photos: list[Path],
+        crop: int = 256,
+        batch_size: int = 2,
+        cache_size: int = 800,
+        enlarge_prob: float = 0.0,
+        enlarge_factor: float = 2.0,
     ) -> None:
         if not photos:
             raise ValueError("no training photos")
+        if not 0.0 <= enlarge_prob <= 1.0 or enlarge_factor < 1.0:
+            raise ValueError("enlarge_prob must be in [0, 1] and enlarge_factor >= 1")
         self.photos = list(photos)
         self.crop = int(crop)
         self.batch_size = int(batch_size)
         self.cache_size = cache_size
+        self.enlarge_prob = float(enlarge_prob)
+        self.enlarge_factor = float(enlarge_factor)
         self._cache: dict[Path, np.ndarray] = {}
 
     def _photo(self, path: Path) -> np.ndarray:
@@ -67,6 +82,11 @@ class PairSampler:
     def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One pair (imgA uint8, imgB uint8, H_A_to_B) from a random photo."""
         path = self.photos[int(rng.integers(len(self.photos)))]
+        # The draw happens only when enlarging is on, so older runs replay the same pairs.
+        if self.enlarge_prob > 0 and rng.random() < self.enlarge_prob:
+            small = int(round(self.crop / self.enlarge_factor))
+            pair = make_pair(self._photo(path), rng, size=(small, small))
+            return enlarge_pair(*pair, size=(self.crop, self.crop))
         return make_pair(self._photo(path), rng, size=(self.crop, self.crop))
 
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -75,6 +95,18 @@ class PairSampler:
         images_a = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None].astype(np.float32))
         images_b = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.float32))
         return images_a, images_b, np.stack([p[2] for p in pairs])
+
+
+def enlarge_pair(
+    image_a: np.ndarray, image_b: np.ndarray, homography: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both views resized (bilinear) to ``size`` = (W, H) and the A->B homography between the
+    resized views (pixel-centre convention, :func:`aslfeat_cli.images.scaling_homography`)."""
+    scale_a = scaling_homography(image_a.shape[1::-1], size)
+    scale_b = scaling_homography(image_b.shape[1::-1], size)
+    resized = [cv2.resize(im, size, interpolation=cv2.INTER_LINEAR) for im in (image_a, image_b)]
+    h = scale_b @ homography @ np.linalg.inv(scale_a)
+    return resized[0], resized[1], h / h[2, 2]
 
 
 def train_val_photos(root: Path | None = None) -> tuple[list[Path], list[Path]]:

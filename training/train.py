@@ -55,6 +55,13 @@ INSTANCE_MAX_DECAY = 0.99
 LOC_STATS = ("reproj", "disp", "rep", "peaky", "target", "shift", "repeatable", "distance")
 
 
+def _factors(text: str) -> tuple[float, ...]:
+    factors = tuple(float(x) for x in text.split(","))
+    if not factors or any(not 1.0 <= f <= 4.0 for f in factors):
+        raise argparse.ArgumentTypeError("factors between 1 and 4, comma-separated")
+    return factors
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/train"))
@@ -62,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=100000, help="stop after this many steps")
     p.add_argument("--crop", type=int, default=256, help="square crop size (pixels)")
     p.add_argument("--batch", type=int, default=2, help="pairs per step")
+    p.add_argument(
+        "--enlarge-prob", type=float, default=0.0,
+        help="share of pairs made at crop / --enlarge-factor and enlarged to the crop, as the "
+        "runtime's --upscale shows images to the network (default 0: off)",
+    )  # fmt: skip
+    p.add_argument("--enlarge-factor", type=float, default=2.0, help="see --enlarge-prob")
     p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -170,6 +183,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-size", type=int, default=320, help="synthetic validation crop")
     p.add_argument("--val-max-dim", type=int, default=0, help="downscale graf/boat (0: full)")
     p.add_argument("--val-keypoints", type=int, default=2000)
+    p.add_argument(
+        "--val-upscale", type=_factors, default=(1.0,),
+        help="comma-separated --upscale factors to validate at (default 1); metrics of a "
+        "factor F other than 1 are logged with the prefix uF_, the score is their mean",
+    )  # fmt: skip
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--data", type=Path, default=None, help="training photos (../shared/data/train)")
     p.add_argument("--pairs", type=Path, default=None, help="real pairs (../shared/data/pairs)")
@@ -293,6 +311,25 @@ def train_step(
     }
 
 
+def validation_summary(
+    model: ASLFeat, val_set: list, num_keypoints: int, factors: tuple[float, ...]
+) -> dict:
+    """:func:`summarise` at each ``--upscale`` factor: factor 1's keys as they are, another
+    factor F's with the prefix ``uF_``; ``score`` is the mean of the factors' scores (each
+    also logged as ``uF_score`` when there are several)."""
+    summary: dict = {}
+    scores = []
+    for factor in factors:
+        part = summarise(evaluate(model, val_set, num_keypoints, upscale=factor))
+        scores.append(part["score"])
+        prefix = "" if factor == 1 else f"u{factor:g}_"
+        summary.update({prefix + k: v for k, v in part.items()})
+        if len(factors) > 1:
+            summary[f"u{factor:g}_score"] = part["score"]
+    summary["score"] = float(np.mean(scores))
+    return summary
+
+
 def make_optimizer(model: ASLFeat, args: argparse.Namespace) -> torch.optim.Optimizer:
     if args.optimizer == "sgd":
         return torch.optim.SGD(
@@ -352,7 +389,13 @@ def run(args: argparse.Namespace) -> dict:
     model.train()
 
     train_photos, val_photos = train_val_photos(args.data)
-    sampler = PairSampler(train_photos, crop=args.crop, batch_size=args.batch)
+    sampler = PairSampler(
+        train_photos,
+        crop=args.crop,
+        batch_size=args.batch,
+        enlarge_prob=args.enlarge_prob,
+        enlarge_factor=args.enlarge_factor,
+    )
     pairs_root = args.pairs or default_data_root().parent / "pairs"
     val_set = synthetic_pairs(val_photos, args.val_synthetic, size=args.val_size)
     val_set += real_pairs(pairs_root, args.val_max_dim)
@@ -385,7 +428,7 @@ def run(args: argparse.Namespace) -> dict:
     def validate() -> dict:
         nonlocal best
         t0 = time.time()
-        summary = summarise(evaluate(model, val_set, args.val_keypoints))
+        summary = validation_summary(model, val_set, args.val_keypoints, args.val_upscale)
         summary["val_seconds"] = round(time.time() - t0, 1)
         margin[0] = max(margin[0], 1.5 * summary["val_seconds"] + 30)
         log({"kind": "val", "step": step, **summary})

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from aslfeat_cli.homography_eval import evaluate_pair
+from aslfeat_cli.images import scale_keypoints, scaling_homography, upscale_image
 from aslfeat_cli.keypoints import DetectionConfig, select_keypoints
 from aslfeat_cli.synthetic import make_pair
 from aslfeat_export.model import ASLFeat
@@ -62,10 +63,7 @@ def _scaled(image: np.ndarray, max_dim: int) -> tuple[np.ndarray, np.ndarray]:
     if factor == 1.0:
         return image, np.eye(3)
     new = (int(round(w * factor)), int(round(h * factor)))
-    sx, sy = new[0] / w, new[1] / h
-    # Pixel-centre convention: x' = (x + 0.5) * s - 0.5.
-    scale = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
-    return cv2.resize(image, new, interpolation=cv2.INTER_AREA), scale
+    return cv2.resize(image, new, interpolation=cv2.INTER_AREA), scaling_homography((w, h), new)
 
 
 def real_pairs(pairs_root: Path, max_dim: int = 0) -> list[ValPair]:
@@ -83,16 +81,23 @@ def real_pairs(pairs_root: Path, max_dim: int = 0) -> list[ValPair]:
 
 
 @torch.no_grad()
-def features(model: ASLFeat, image: np.ndarray, config: DetectionConfig):
-    """Keypoints (N, 2) x, y and descriptors (N, 128) of one grayscale image."""
-    tensor = torch.from_numpy(image.astype(np.float32))[None, None]
+def features(model: ASLFeat, image: np.ndarray, config: DetectionConfig, upscale: float = 1.0):
+    """Keypoints (N, 2) x, y and descriptors (N, 128) of one grayscale image; with
+    ``upscale`` > 1 the network sees the image enlarged (the runtime's ``--upscale``) and the
+    keypoints are mapped back to the image's pixels."""
+    enlarged = upscale_image(image, upscale)
+    tensor = torch.from_numpy(enlarged.astype(np.float32))[None, None]
     score_map, descriptor_map = model(tensor)
     kpts, _, descs = select_keypoints(score_map.numpy(), descriptor_map.numpy(), config)
+    kpts = scale_keypoints(kpts, enlarged.shape[1::-1], image.shape[1::-1])
     return kpts, descs
 
 
-def evaluate(model: ASLFeat, pairs: list[ValPair], num_keypoints: int = 2000) -> dict:
-    """Per-pair MMA@1/@3, repeatability, corner error and match counts, model in eval mode.
+def evaluate(
+    model: ASLFeat, pairs: list[ValPair], num_keypoints: int = 2000, upscale: float = 1.0
+) -> dict:
+    """Per-pair MMA@1/@3, repeatability, corner error and match counts, model in eval mode,
+    on features from images enlarged ``upscale`` times (1: as given).
 
     The model's train/eval mode is restored afterwards.
     """
@@ -103,8 +108,8 @@ def evaluate(model: ASLFeat, pairs: list[ValPair], num_keypoints: int = 2000) ->
     empty = {"mma1": 0.0, "mma3": 0.0, "rep": 0.0, "corner": float("inf")}
     try:
         for pair in pairs:
-            k0, d0 = features(model, pair.image_a, config)
-            k1, d1 = features(model, pair.image_b, config)
+            k0, d0 = features(model, pair.image_a, config, upscale)
+            k1, d1 = features(model, pair.image_b, config, upscale)
             size_a = (pair.image_a.shape[1], pair.image_a.shape[0])
             size_b = (pair.image_b.shape[1], pair.image_b.shape[0])
             if len(k0) == 0 or len(k1) == 0:
