@@ -268,13 +268,14 @@ def ours_method(
     precision: str = "auto",
     shifts: int = 1,
     upscale: float = 1.0,
+    pool_scales: Sequence[float] = (),
     name: str | None = None,
 ) -> Method:
     """ASLFeat through :class:`~.extractor.Extractor` (official detection defaults).
 
     The default name is ``aslfeat`` (or the model file's stem), with ``-ms`` for multi-scale
-    ``-sN`` for N shifted passes (``shifts``) and ``-uF`` for images enlarged by F
-    (``upscale``).
+    ``-sN`` for N shifted passes (``shifts``), ``-uF`` for images enlarged by F
+    (``upscale``) and ``-pA+B`` for descriptors pooled over scales A, B (``pool_scales``).
     """
     from .extractor import Extractor
 
@@ -288,21 +289,31 @@ def ours_method(
         precision=precision,
         shifts=shifts,
         upscale=upscale,
+        pool_scales=pool_scales,
     )
     if name is None:
         base = Path(model).stem if model is not None else "aslfeat"
-        name = method_name(base, multi_scale=multi_scale, shifts=shifts, upscale=upscale)
+        name = method_name(
+            base, multi_scale=multi_scale, shifts=shifts, upscale=upscale, pool_scales=pool_scales
+        )
     return extractor_method(name, extractor)
 
 
 def method_name(
-    base: str = "aslfeat", *, multi_scale: bool = False, shifts: int = 1, upscale: float = 1.0
+    base: str = "aslfeat",
+    *,
+    multi_scale: bool = False,
+    shifts: int = 1,
+    upscale: float = 1.0,
+    pool_scales: Sequence[float] = (),
 ) -> str:
     """``base`` with a suffix per non-default setting: ``-ms`` (multi-scale), ``-sN`` (N
-    shifted passes), ``-uF`` (images enlarged by F); the row names of the tables."""
+    shifted passes), ``-uF`` (images enlarged by F), ``-pA+B`` (descriptors pooled over
+    scales A, B); the row names of the tables."""
     name = base + ("-ms" if multi_scale else "")
     name += f"-s{shifts}" if shifts > 1 else ""
-    return name + (f"-u{upscale:g}" if upscale != 1 else "")
+    name += f"-u{upscale:g}" if upscale != 1 else ""
+    return name + ("-p" + "+".join(f"{s:g}" for s in pool_scales) if pool_scales else "")
 
 
 def sift_method(num_keypoints: int = 5000, name: str = "sift") -> Method:

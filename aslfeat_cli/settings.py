@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
+from .scale_pooling import format_pool_scales
 
 FEATURES_ID = "features_id"
 IMAGE_SHA256 = "image_sha256"
@@ -42,6 +43,7 @@ FEATURE_KEYS = (
     "multi_scale",
     "shifts",
     "upscale",
+    "pool_scales",
     "max_dim",
     "precision",
     "descriptor_dtype",
@@ -133,6 +135,7 @@ def extraction_settings(extractor: Any, descriptor_dtype: Any = np.float32) -> d
         "multi_scale": bool(extractor.multi_scale),
         "shifts": int(extractor.shifts),
         "upscale": float(extractor.upscale),
+        "pool_scales": format_pool_scales(extractor.pool_scales),
         "max_dim": int(extractor.max_dim or 0),
         "precision": extractor.session.precision,
         "backend": extractor.backend,

@@ -9,7 +9,7 @@ with pycolmap's threads) and reports every run.
 
     python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
         [--num-keypoints 3000,4000,5000] [--shifts 1,4] [--upscale 1,2]
-        [--scenes fountain-P11]
+        [--pool-scales none --pool-scales 1,0.5] [--scenes fountain-P11]
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ def run_scene(
     num_keypoints: int = NUM_KEYPOINTS,
     shifts: int = 1,
     upscale: float = 1.0,
+    pool_scales: tuple[float, ...] = (),
 ) -> dict[str, float | int | str]:
     """One extraction (``shifts`` passes, :mod:`aslfeat_cli.shift_average`; images enlarged
-    by ``upscale`` for the network) and reconstruction of ``scene`` with ``model``; its
+    by ``upscale`` for the network; descriptors pooled over ``pool_scales``,
+    :mod:`aslfeat_cli.scale_pooling`) and reconstruction of ``scene`` with ``model``; its
     figures."""
     from aslfeat_cli import Extractor
     from aslfeat_cli.extraction import run_extraction
@@ -54,6 +56,7 @@ def run_scene(
         max_dim=MAX_DIM,
         shifts=shifts,
         upscale=upscale,
+        pool_scales=pool_scales,
     )
     features = work / "features.h5"
     run_extraction(images, features, extractor, progress=False)
@@ -91,30 +94,40 @@ def main() -> None:
     parser.add_argument(
         "--upscale", default="1", help="comma-separated factors (Extractor(upscale=F)), each a row"
     )
+    parser.add_argument(
+        "--pool-scales",
+        action="append",
+        default=None,
+        help="comma-separated descriptor pooling scales or 'none'; repeat, each a row",
+    )
     args = parser.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's mapper log, before its import
     models = args.model or [None]
     budgets = [int(b) for b in args.num_keypoints.split(",")]
     shift_counts = [int(n) for n in args.shifts.split(",")]
     factors = [float(f) for f in args.upscale.split(",")]
+    from aslfeat_cli.scale_pooling import format_pool_scales, parse_pool_scales
+
+    pools = [parse_pool_scales(text) for text in args.pool_scales or ["none"]]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(
-        "| scene | model | keypoints | shifts | upscale | run | registered | 3D points | "
-        "track length | reproj. px | camera error % |"
+        "| scene | model | keypoints | shifts | upscale | pool scales | run | registered | "
+        "3D points | track length | reproj. px | camera error % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.scenes.split(","):
         for run in range(1, args.runs + 1):
             # Models interleaved: the machine's load hits every model alike.
-            for budget, shifts, factor, model in itertools.product(
-                budgets, shift_counts, factors, models
+            for budget, shifts, factor, pool, model in itertools.product(
+                budgets, shift_counts, factors, pools, models
             ):
                 with tempfile.TemporaryDirectory() as tmp:
-                    row = run_scene(model, SFM / name, Path(tmp), budget, shifts, factor)
+                    row = run_scene(model, SFM / name, Path(tmp), budget, shifts, factor, pool)
                 label = Path(model).name if model else "shipped"
                 print(
-                    f"| {name} | {label} | {budget} | {shifts} | {factor:g} | {run} | "
+                    f"| {name} | {label} | {budget} | {shifts} | {factor:g} | "
+                    f"{format_pool_scales(pool)} | {run} | "
                     f"{row['registered']} | {row['points']} | {row['track']} | "
                     f"{row['reproj_px']} | {row['camera_error_pct']} |",
                     flush=True,

@@ -15,6 +15,7 @@ accuracy (share of pairs with mean corner error <= 1/3/5 px after RANSAC). Print
 
     python benchmarks/eval_quality.py [--model weights/aslfeat.onnx] [--synthetic 50]
         [--seed 0] [--size 480x360] [--num-keypoints 5000] [--shifts 1,4] [--upscale 1,2]
+        [--pool-scales none --pool-scales 1,0.5]
         [--no-ours]
         [--json out.json]
 """
@@ -114,6 +115,14 @@ def main() -> int:
         default="1",
         help="comma-separated factors (Extractor(upscale=F)), one row each (with each --shifts)",
     )
+    parser.add_argument(
+        "--pool-scales",
+        action="append",
+        default=None,
+        help="comma-separated descriptor pooling scales (Extractor(pool_scales=...)) or 'none'; "
+        "repeat for more rows (with each --upscale and --shifts; combinations the Extractor "
+        "refuses are left out with a note); default: none",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the summaries here")
     args = parser.parse_args()
     if not (DATA / "pairs").is_dir() or not (DATA / "train").is_dir():
@@ -122,22 +131,34 @@ def main() -> int:
 
     from aslfeat_cli import homography_eval as he
     from aslfeat_cli.hpatches import load_homography_pairs
+    from aslfeat_cli.scale_pooling import check_pool_scales
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     methods = []
     if not args.no_ours:
+        pool_sets = [
+            () if text == "none" else tuple(float(f) for f in text.split(","))
+            for text in args.pool_scales or ["none"]
+        ]
         for upscale in (float(f) for f in args.upscale.split(",")):
             for shifts in (int(n) for n in args.shifts.split(",")):
-                methods.append(
-                    he.ours_method(
-                        args.model,
-                        num_keypoints=args.num_keypoints,
-                        device=args.device,
-                        shifts=shifts,
-                        upscale=upscale,
-                        name=he.method_name(shifts=shifts, upscale=upscale),
+                for pool in pool_sets:
+                    try:
+                        check_pool_scales(pool, upscale)
+                    except ValueError as error:
+                        print(f"eval_quality: left out upscale {upscale:g}: {error}")
+                        continue
+                    methods.append(
+                        he.ours_method(
+                            args.model,
+                            num_keypoints=args.num_keypoints,
+                            device=args.device,
+                            shifts=shifts,
+                            upscale=upscale,
+                            pool_scales=pool,
+                            name=he.method_name(shifts=shifts, upscale=upscale, pool_scales=pool),
+                        )
                     )
-                )
     methods.append(he.sift_method(args.num_keypoints, name="sift"))
 
     start = time.perf_counter()

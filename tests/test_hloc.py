@@ -202,7 +202,10 @@ def test_reference_model_triangulation_on_our_database(hloc_model, sacre_coeur, 
 
 @pytest.mark.parametrize(
     ("preset", "options", "noise"),
-    [("aslfeat", [], 1.0), ("aslfeat_precise", ["--upscale", "2"], 0.5)],
+    [
+        ("aslfeat", [], 1.0),
+        ("aslfeat_precise", ["--upscale", "2", "--pool-scales", "1,0.5"], 0.5),
+    ],
 )
 def test_hloc_extract_features_with_our_extractor(hloc, tmp_path, preset, options, noise):
     """(d) hloc's extract_features.main + register() == `aslfeat extract` (float32 path).

@@ -11,7 +11,9 @@ from ..errors import UserError
 from ._options import (
     TopK,
     backend_options,
+    checked_pool_scales,
     device_option,
+    pool_scales_option,
     shifts_option,
     upscale_option,
     verbosity_options,
@@ -67,6 +69,7 @@ Examples:
 )
 @shifts_option
 @upscale_option
+@pool_scales_option
 @click.option("--ours/--no-ours", default=True, show_default=True, help="Evaluate ASLFeat.")
 @click.option(
     "--sift/--no-sift", default=True, show_default=True, help="OpenCV SIFT baseline (RootSIFT)."
@@ -118,6 +121,7 @@ def command(
     max_dim: int | None,
     shifts: str,
     upscale: float,
+    pool_scales: str,
     device: str,
     backend: str,
     precision: str,
@@ -141,6 +145,7 @@ def command(
     logger.info("%d pair(s) in %s", len(pairs), dataset)
 
     methods: list[he.Method] = []
+    pool = checked_pool_scales(pool_scales, upscale, multi_scale != "no")
     if ours:
         scales = {"no": [False], "yes": [True], "both": [False, True]}[multi_scale]
         for model in models or (None,):
@@ -154,6 +159,7 @@ def command(
                             max_dim=max_dim,
                             shifts=int(shifts),
                             upscale=upscale,
+                            pool_scales=pool,
                             device=device,
                             backend=backend,
                             precision=precision,
@@ -194,6 +200,7 @@ def command(
             "multi_scale": multi_scale,
             "shifts": int(shifts),
             "upscale": upscale,
+            "pool_scales": list(pool),
             "max_dim": max_dim,
             "backend": backend,
             "precision": precision,

@@ -12,12 +12,14 @@ from ..sharding import Shard, shard_option
 from ._options import (
     FiniteFloat,
     backend_options,
+    checked_pool_scales,
     colmap_descriptors_option,
     device_option,
     image_list_option,
     image_root_option,
     model_option,
     num_keypoints_option,
+    pool_scales_option,
     quiet_flag,
     ray_options,
     shifts_option,
@@ -44,6 +46,7 @@ Examples:
   aslfeat extract --image-list list.txt --image-root images/ -o feats.h5 --max-dim 1600
   aslfeat extract images/ -o features.h5 --backend onnxruntime --precision fp32
   aslfeat extract images/ -o features.h5 --upscale 2  # more precise, 4-5x the time
+  aslfeat extract images/ -o features.h5 --upscale 2 --pool-scales 1,0.5  # most precise
   aslfeat extract images/ -o part-3.h5 --shard 3/8    # then: aslfeat merge part-*.h5 -o f.h5
   aslfeat extract images/ -o features.h5 --ray auto   # on a running Ray cluster
 """,
@@ -93,6 +96,7 @@ Examples:
 @click.option("--multi-scale", is_flag=True, help="Detect on an image pyramid (slower).")
 @shifts_option
 @upscale_option
+@pool_scales_option
 @model_option
 @device_option
 @backend_options
@@ -158,6 +162,7 @@ def command(
     multi_scale: bool,
     shifts: str,
     upscale: float,
+    pool_scales: str,
     model: Path | None,
     device: str,
     backend: str,
@@ -223,6 +228,7 @@ def command(
             raise click.BadParameter(f"contradicts --precision {precision}", param_hint="--fp16")
         precision = "fp16"
 
+    pool = checked_pool_scales(pool_scales, upscale, multi_scale)
     images = find_images(list(inputs), image_list, image_root)
     if shard is not None:
         total = len(images)
@@ -237,6 +243,7 @@ def command(
         multi_scale=multi_scale,
         shifts=int(shifts),
         upscale=upscale,
+        pool_scales=pool,
         max_dim=max_dim,
         device=device,
         backend=backend,

@@ -10,12 +10,14 @@ import click
 from ..errors import UserError
 from ._options import (
     backend_options,
+    checked_pool_scales,
     colmap_descriptors_option,
     device_option,
     image_list_option,
     image_root_option,
     model_option,
     num_keypoints_option,
+    pool_scales_option,
     shifts_option,
     upscale_option,
     verbosity_options,
@@ -64,6 +66,7 @@ Examples:
 )
 @shifts_option
 @upscale_option
+@pool_scales_option
 @model_option
 @device_option
 @backend_options
@@ -109,6 +112,7 @@ def command(
     max_dim: int,
     shifts: str,
     upscale: float,
+    pool_scales: str,
     model: Path | None,
     device: str,
     backend: str,
@@ -174,6 +178,7 @@ def command(
             max_dim=max_dim,
             shifts=int(shifts),
             upscale=upscale,
+            pool_scales=checked_pool_scales(pool_scales, upscale),
             device=device,
             backend=backend,
             precision=precision,
