@@ -5,8 +5,9 @@ For each image set (real photos resized to 640x480; the 1536x1024 fountain-P11 p
 
 * ``aslfeat extract`` (CLI, HDF5 output) with the default backend/precision (auto), with
   ``--backend onnxruntime`` (the default before OpenVINO) and with ``--shifts 2`` and
-  ``--shifts 4`` (the more precise averaged score maps) and with ``--upscale 2`` (the network
-  on the image enlarged twice, more precise still): the pipeline's images/s from its
+  ``--shifts 4`` (the more precise averaged score maps), with ``--upscale 2`` (the network
+  on the image enlarged twice, more precise still) and with ``--upscale 2 --pool-scales
+  1,0.5`` (descriptors pooled over scales): the pipeline's images/s from its
   summary (decoding, resizing, inference, writing; model loading excluded) and the wall time;
 * bare inference: ``Extractor.extract`` on arrays decoded and resized beforehand, for each
   backend and precision (onnxruntime fp32, OpenVINO fp32, OpenVINO bf16 where the CPU has it);
@@ -128,6 +129,8 @@ END_TO_END = [
     ("extract --shifts 4", ["--shifts", "4"]),
     # The network on the image enlarged 2x (aslfeat_cli/images.py upscale_image).
     ("extract --upscale 2", ["--upscale", "2"]),
+    # Plus descriptors pooled over the image as given and at half size (scale_pooling.py).
+    ("extract --upscale 2 --pool-scales 1,0.5", ["--upscale", "2", "--pool-scales", "1,0.5"]),
 ]
 
 

@@ -201,13 +201,20 @@ def test_reference_model_triangulation_on_our_database(hloc_model, sacre_coeur, 
 
 
 @pytest.mark.parametrize(
-    ("preset", "options", "noise"),
+    ("preset", "model_options", "options", "noise"),
     [
-        ("aslfeat", [], 1.0),
-        ("aslfeat_precise", ["--upscale", "2", "--pool-scales", "1,0.5"], 0.5),
+        ("aslfeat", {}, [], 1.0),
+        (
+            "aslfeat_precise",
+            {"pool_scales": [1.0, 0.5]},
+            ["--upscale", "2", "--pool-scales", "1,0.5"],
+            0.5,
+        ),
     ],
 )
-def test_hloc_extract_features_with_our_extractor(hloc, tmp_path, preset, options, noise):
+def test_hloc_extract_features_with_our_extractor(
+    hloc, tmp_path, preset, model_options, options, noise
+):
     """(d) hloc's extract_features.main + register() == `aslfeat extract` (float32 path).
 
     resize_max above the photos' size: hloc then hands over the image unresized, so the
@@ -226,6 +233,7 @@ def test_hloc_extract_features_with_our_extractor(hloc, tmp_path, preset, option
     assert {"aslfeat", "aslfeat_max", "aslfeat_precise"} <= set(extract_features.confs)
     conf = confs[preset]
     conf["model"]["max_keypoints"] = 2000
+    conf["model"].update(model_options)
     conf["preprocessing"]["resize_max"] = 1600  # larger than every photo: no resizing
     theirs = extract_features.main(
         conf, images, image_list=names, feature_path=tmp_path / "hloc.h5", as_half=False

@@ -46,7 +46,7 @@ Examples:
   aslfeat extract --image-list list.txt --image-root images/ -o feats.h5 --max-dim 1600
   aslfeat extract images/ -o features.h5 --backend onnxruntime --precision fp32
   aslfeat extract images/ -o features.h5 --upscale 2  # more precise, 4-5x the time
-  aslfeat extract images/ -o features.h5 --upscale 2 --pool-scales 1,0.5  # most precise
+  aslfeat extract images/ -o features.h5 --upscale 2 --pool-scales 1,0.5  # robust to zoom
   aslfeat extract images/ -o part-3.h5 --shard 3/8    # then: aslfeat merge part-*.h5 -o f.h5
   aslfeat extract images/ -o features.h5 --ray auto   # on a running Ray cluster
 """,

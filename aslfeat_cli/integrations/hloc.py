@@ -67,18 +67,13 @@ CONFS: dict[str, dict[str, Any]] = {
         "model": {"name": "aslfeat", "max_keypoints": 8000, "multi_scale": True},
         "preprocessing": {"grayscale": True, "resize_max": 2048},
     },
-    # More precise keypoints and matches (localization, SfM) for about 5x the extraction
-    # time: the network on the image enlarged twice, descriptors pooled with those of the
-    # image as given and at half size (the README's "Precise keypoints" measured it ahead of
-    # upscale 2 alone and of shifts 4).
+    # More precise keypoints (localization, SfM) for about 4-5x the extraction time: the
+    # network on the image enlarged twice (the README's "Precise keypoints" measured it ahead
+    # of shifts: 4, which costs a little less). Not with pool_scales: pooling gains matches
+    # under zoom but raised the SfM reprojection error (README).
     "aslfeat_precise": {
-        "output": "feats-aslfeat-u2-pool-n5000-r1600",
-        "model": {
-            "name": "aslfeat",
-            "max_keypoints": 5000,
-            "upscale": 2.0,
-            "pool_scales": [1.0, 0.5],
-        },
+        "output": "feats-aslfeat-u2-n5000-r1600",
+        "model": {"name": "aslfeat", "max_keypoints": 5000, "upscale": 2.0},
         "preprocessing": {"grayscale": True, "resize_max": 1600},
     },
 }
