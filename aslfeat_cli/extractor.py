@@ -127,11 +127,7 @@ class Extractor:
         diagonal_shifts(shifts)  # refuses counts other than SHIFT_COUNTS before the model loads
         self.shifts = shifts
         self.upscale = check_upscale(upscale)
-        self.pool_scales = check_pool_scales(pool_scales, self.upscale)
-        if self.pool_scales and multi_scale:
-            # Each pyramid level would need its own pooling scales; the pyramid already
-            # gives every level's keypoints that level's descriptors.
-            raise ValueError("pool_scales and multi_scale do not combine")
+        self.pool_scales = check_pool_scales(pool_scales, self.upscale, multi_scale)
         self.config = DetectionConfig(
             num_keypoints=num_keypoints,
             score_threshold=score_threshold,

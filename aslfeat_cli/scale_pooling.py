@@ -30,14 +30,20 @@ from .keypoints import sample_descriptors
 MIN_POOL_SCALE = 0.25
 
 
-def check_pool_scales(scales: Sequence[float], upscale: float = 1.0) -> tuple[float, ...]:
+def check_pool_scales(
+    scales: Sequence[float], upscale: float = 1.0, multi_scale: bool = False
+) -> tuple[float, ...]:
     """The pooling scales as a tuple of floats, or ValueError.
 
     Each must lie in [:data:`MIN_POOL_SCALE`, max(1, ``upscale``)] (so the largest network
     input, the one the memory check counts, stays the detection pass's), differ from
-    ``upscale`` (the detection pass, pooled already) and appear once.
+    ``upscale`` (the detection pass, pooled already) and appear once; none with
+    ``multi_scale`` (each pyramid level would need its own scales, and the pyramid already
+    gives every level's keypoints that level's descriptors).
     """
     out = tuple(float(s) for s in scales)
+    if out and multi_scale:
+        raise ValueError("pool scales and multi-scale (the image pyramid) do not combine")
     high = max(1.0, float(upscale))
     for s in out:
         if not MIN_POOL_SCALE <= s <= high:

@@ -131,15 +131,12 @@ def main() -> int:
 
     from aslfeat_cli import homography_eval as he
     from aslfeat_cli.hpatches import load_homography_pairs
-    from aslfeat_cli.scale_pooling import check_pool_scales
+    from aslfeat_cli.scale_pooling import check_pool_scales, parse_pool_scales
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     methods = []
     if not args.no_ours:
-        pool_sets = [
-            () if text == "none" else tuple(float(f) for f in text.split(","))
-            for text in args.pool_scales or ["none"]
-        ]
+        pool_sets = [parse_pool_scales(text) for text in args.pool_scales or ["none"]]
         for upscale in (float(f) for f in args.upscale.split(",")):
             for shifts in (int(n) for n in args.shifts.split(",")):
                 for pool in pool_sets:

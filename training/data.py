@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from aslfeat_cli.images import scaling_homography
+from aslfeat_cli.images import resize_image, scaling_homography
 from aslfeat_cli.synthetic import make_pair, split_photos, warp_points
 
 DESCRIPTOR_STRIDE = 4
@@ -100,11 +100,12 @@ class PairSampler:
 def enlarge_pair(
     image_a: np.ndarray, image_b: np.ndarray, homography: np.ndarray, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Both views resized (bilinear) to ``size`` = (W, H) and the A->B homography between the
+    """Both views resized to ``size`` = (W, H) like the runtime's ``--upscale`` (bilinear when
+    enlarging, :func:`aslfeat_cli.images.resize_image`) and the A->B homography between the
     resized views (pixel-centre convention, :func:`aslfeat_cli.images.scaling_homography`)."""
     scale_a = scaling_homography(image_a.shape[1::-1], size)
     scale_b = scaling_homography(image_b.shape[1::-1], size)
-    resized = [cv2.resize(im, size, interpolation=cv2.INTER_LINEAR) for im in (image_a, image_b)]
+    resized = [resize_image(im, size) for im in (image_a, image_b)]
     h = scale_b @ homography @ np.linalg.inv(scale_a)
     return resized[0], resized[1], h / h[2, 2]
 

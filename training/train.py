@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from aslfeat_cli.images import check_upscale
 from aslfeat_export.convert import save_weights
 from aslfeat_export.model import LEVELS, ASLFeat, fuse_scores
 
@@ -56,10 +57,11 @@ LOC_STATS = ("reproj", "disp", "rep", "peaky", "target", "shift", "repeatable", 
 
 
 def _factors(text: str) -> tuple[float, ...]:
-    factors = tuple(float(x) for x in text.split(","))
-    if not factors or any(not 1.0 <= f <= 4.0 for f in factors):
-        raise argparse.ArgumentTypeError("factors between 1 and 4, comma-separated")
-    return factors
+    """``--val-upscale``: comma-separated factors, each checked like the runtime's --upscale."""
+    try:
+        return tuple(check_upscale(float(x)) for x in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

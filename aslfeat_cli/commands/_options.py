@@ -103,12 +103,9 @@ def checked_pool_scales(text: str, upscale: float, multi_scale: bool = False) ->
     from ..scale_pooling import check_pool_scales, parse_pool_scales
 
     try:
-        scales = check_pool_scales(parse_pool_scales(text), upscale)
+        return check_pool_scales(parse_pool_scales(text), upscale, multi_scale)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--pool-scales") from None
-    if scales and multi_scale:
-        raise click.BadParameter("does not combine with --multi-scale", param_hint="--pool-scales")
-    return scales
 
 
 def backend_options(function):  # noqa: ANN001, ANN201 (a click decorator)
