@@ -528,3 +528,40 @@ def verify_matches(
         return int(db.num_verified_image_pairs())
     finally:
         db.close()
+
+
+def read_verified_matches(database: Path) -> list[tuple[str, str, np.ndarray]]:
+    """The inlier matches of every geometrically verified pair of a database:
+    (name0, name1, (M, 2) int64 keypoint indices)."""
+    pycolmap = _pycolmap()
+    names = {image_id: name for name, image_id in image_ids(database).items()}
+    db = _open_database(database)
+    try:
+        pair_ids, geometries = db.read_two_view_geometries()
+    finally:
+        db.close()
+    out = []
+    for pair_id, geometry in zip(pair_ids, geometries, strict=True):
+        inliers = np.asarray(geometry.inlier_matches, np.int64).reshape(-1, 2)
+        if len(inliers):
+            id0, id1 = pycolmap.pair_id_to_image_pair(pair_id)
+            out.append((names[id0], names[id1], inliers))
+    return out
+
+
+def update_keypoint_positions(database: Path, positions: Mapping[str, np.ndarray]) -> None:
+    """Replace the positions of images' keypoints (N, 2 in hloc's convention; COLMAP's +0.5
+    added here), keeping their order and any other columns COLMAP stores."""
+    db = _open_database(database)
+    try:
+        for name, xy in positions.items():
+            image_id = _image_id(db, database, name)
+            stored = np.array(db.read_keypoints(image_id), dtype=np.float32)
+            if len(stored) != len(xy):
+                raise UserError(
+                    f"{database}: image {name!r} holds {len(stored)} keypoints, not {len(xy)}"
+                )
+            stored[:, :2] = np.asarray(xy, np.float32) + COLMAP_SHIFT
+            db.update_keypoints(image_id, stored)
+    finally:
+        db.close()

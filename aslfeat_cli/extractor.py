@@ -214,8 +214,8 @@ class Extractor:
                 break
             yield level
 
-    def extract(self, image: np.ndarray) -> Features:
-        """Keypoints, scores and descriptors of one image (see the class docstring)."""
+    def _network_input(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The gray image after ``max_dim`` and the enlarged one the detection pass sees."""
         gray = to_gray(image)
         h, w = gray.shape
         if min(h, w) < self.session.min_size:
@@ -224,7 +224,19 @@ class Extractor:
                 f"{self.session.min_size} px per side)"
             )
         fitted = downscale_to_fit(gray, self.max_dim)
-        base = upscale_image(fitted, self.upscale)
+        return fitted, upscale_image(fitted, self.upscale)
+
+    def descriptor_map(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """The detection pass's dense descriptor map of ``image`` (h, w, 128; stride 4, not
+        normalised) and the (W, H) of the network input it belongs to: what ``extract``
+        samples the descriptors from (without ``pool_scales``; single scale only)."""
+        _, base = self._network_input(image)
+        return self.dense(base)[1], (base.shape[1], base.shape[0])
+
+    def extract(self, image: np.ndarray) -> Features:
+        """Keypoints, scores and descriptors of one image (see the class docstring)."""
+        h, w = image.shape[:2]
+        fitted, base = self._network_input(image)
         kpts, scores, descs = [], [], []
         for level in self._scales(base):
             k, s, d = self._single_scale(level)

@@ -35,6 +35,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +43,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .match_refinement import check_refinement, refine_pair
 from .synthetic import image_corners, warp_points
 
 logger = logging.getLogger(__name__)
@@ -194,20 +196,30 @@ def evaluate_pair(
     threshold: float = ERROR_THRESHOLD,
     mma_thresholds: Sequence[float] = MMA_THRESHOLDS,
     ransac_threshold: float = RANSAC_THRESHOLD,
+    refine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> PairMetrics:
     """All metrics of one pair from keypoints (N, 2), descriptors (N, D) and the true A->B
-    homography; sizes are (W, H) of A and B."""
+    homography; sizes are (W, H) of A and B.
+
+    ``refine(points1, targets)``, where given, moves B's matched keypoints (M, 2) towards
+    their matches' descriptors (M, D) (``--refine-matches``, :mod:`.match_refinement`); the
+    MMA and the homography then use the moved points (the other metrics are of detection and
+    stay on the keypoints as detected)."""
     kpts0 = np.asarray(kpts0, np.float64).reshape(-1, 2)
     kpts1 = np.asarray(kpts1, np.float64).reshape(-1, 2)
     n_features = min(len(kpts0), len(kpts1))
 
     # MMA and homography on all keypoints (official: mma_putative_matches).
     matches = mutual_nearest_neighbours(desc0, desc1)
-    errors = match_errors(kpts0, kpts1, matches, homography)
+    matched1 = kpts1[matches[:, 1]]
+    if refine is not None and len(matches):
+        matched1 = np.asarray(refine(matched1, np.asarray(desc0)[matches[:, 0]]), np.float64)
+    in_order = np.stack([matches[:, 0], np.arange(len(matches))], 1) if len(matches) else matches
+    errors = match_errors(kpts0, matched1, in_order, homography)
     n_matches = len(matches)
     mma = [float((errors <= t).sum() / max(n_matches, 1)) for t in mma_thresholds]
     estimated, ransac_inliers = estimate_homography(
-        kpts0[matches[:, 0]], kpts1[matches[:, 1]], ransac_threshold
+        kpts0[matches[:, 0]], matched1, ransac_threshold
     )
 
     # Repeatability, precision, matching score and recall on covisible keypoints only.
@@ -246,10 +258,13 @@ class FeatureSet(Protocol):
 
 @dataclass
 class Method:
-    """A named way to get features for an image: ``features(name, image) -> FeatureSet``."""
+    """A named way to get features for an image: ``features(name, image) -> FeatureSet``;
+    ``descriptor_map(image)``, where given, is the detection pass's dense descriptor map and
+    its size, for refining matches (:mod:`.match_refinement`)."""
 
     name: str
     features: Callable[[str, np.ndarray], FeatureSet]
+    descriptor_map: Callable[[np.ndarray], tuple[np.ndarray, tuple[int, int]]] | None = None
 
 
 def extractor_method(name: str, extractor: Any) -> Method:
@@ -269,15 +284,20 @@ def ours_method(
     shifts: int = 1,
     upscale: float = 1.0,
     pool_scales: Sequence[float] = (),
+    refine_matches: bool = False,
     name: str | None = None,
 ) -> Method:
     """ASLFeat through :class:`~.extractor.Extractor` (official detection defaults).
 
     The default name is ``aslfeat`` (or the model file's stem), with ``-ms`` for multi-scale
     ``-sN`` for N shifted passes (``shifts``), ``-uF`` for images enlarged by F
-    (``upscale``) and ``-pA+B`` for descriptors pooled over scales A, B (``pool_scales``).
+    (``upscale``), ``-pA+B`` for descriptors pooled over scales A, B (``pool_scales``) and
+    ``-r`` for matches refined towards each other's descriptors (``refine_matches``).
     """
     from .extractor import Extractor
+
+    if refine_matches:
+        check_refinement(upscale, multi_scale)
 
     extractor = Extractor(
         model,
@@ -294,9 +314,17 @@ def ours_method(
     if name is None:
         base = Path(model).stem if model is not None else "aslfeat"
         name = method_name(
-            base, multi_scale=multi_scale, shifts=shifts, upscale=upscale, pool_scales=pool_scales
+            base,
+            multi_scale=multi_scale,
+            shifts=shifts,
+            upscale=upscale,
+            pool_scales=pool_scales,
+            refine_matches=refine_matches,
         )
-    return extractor_method(name, extractor)
+    method = extractor_method(name, extractor)
+    if refine_matches:
+        method.descriptor_map = extractor.descriptor_map
+    return method
 
 
 def method_name(
@@ -306,14 +334,16 @@ def method_name(
     shifts: int = 1,
     upscale: float = 1.0,
     pool_scales: Sequence[float] = (),
+    refine_matches: bool = False,
 ) -> str:
     """``base`` with a suffix per non-default setting: ``-ms`` (multi-scale), ``-sN`` (N
     shifted passes), ``-uF`` (images enlarged by F), ``-pA+B`` (descriptors pooled over
-    scales A, B); the row names of the tables."""
+    scales A, B), ``-r`` (refined matches); the row names of the tables."""
     name = base + ("-ms" if multi_scale else "")
     name += f"-s{shifts}" if shifts > 1 else ""
     name += f"-u{upscale:g}" if upscale != 1 else ""
-    return name + ("-p" + "+".join(f"{s:g}" for s in pool_scales) if pool_scales else "")
+    name += "-p" + "+".join(f"{s:g}" for s in pool_scales) if pool_scales else ""
+    return name + ("-r" if refine_matches else "")
 
 
 def sift_method(num_keypoints: int = 5000, name: str = "sift") -> Method:
@@ -429,6 +459,10 @@ def evaluate(
                 cache[key] = method.features(pair.name_a, image_a)
             feats_a = cache[key]
             feats_b = method.features(pair.name_b, image_b)
+            refine = None
+            if method.descriptor_map is not None:
+                dense_b = method.descriptor_map(image_b)
+                refine = partial(refine_pair, dense_b=dense_b, image_size_b=size_b)
             metrics = evaluate_pair(
                 feats_a.keypoints,
                 feats_a.descriptors,
@@ -439,6 +473,7 @@ def evaluate(
                 size_b,
                 threshold=threshold,
                 mma_thresholds=mma_thresholds,
+                refine=refine,
             )
             results.append(PairResult(method.name, pair.sequence, pair.split, pair.label, metrics))
             bar.update()

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import colmap_db, h5io
 from .errors import UserError
+from .match_refinement import DescriptorMapFn, TrackRefinement, refine_tracks
 from .matching import MatchOptions, match_pairs
 from .outputs import prepare_output_dir
 from .pairs import Pair, exhaustive, fits_pairs_file, natural_key, sequential, write_pairs
@@ -45,6 +46,7 @@ class ReconstructionStats:
     match_seconds: float = 0.0
     verify_seconds: float = 0.0
     map_seconds: float = 0.0
+    refine_seconds: float = 0.0  # --refine-matches (after verification, before mapping)
 
     def table(self) -> str:
         """The stats as an aligned two-column table."""
@@ -59,6 +61,7 @@ class ReconstructionStats:
             ("extraction seconds", f"{self.extract_seconds:.1f}"),
             ("matching seconds", f"{self.match_seconds:.1f}"),
             ("verification seconds", f"{self.verify_seconds:.1f}"),
+            ("refinement seconds", f"{self.refine_seconds:.1f}"),
             ("mapping seconds", f"{self.map_seconds:.1f}"),
             ("seconds", f"{self.seconds:.1f}"),
             ("model", str(self.model_path) if self.model_path else "-"),
@@ -196,6 +199,7 @@ def reconstruct_from_features(
     seed: int | None = 0,
     attempts: int = 3,
     colmap_descriptors: str = "raw",
+    descriptor_map: DescriptorMapFn | None = None,
 ) -> ReconstructionStats:
     """Match, build the database and map, from features already in ``features``.
 
@@ -204,6 +208,10 @@ def reconstruct_from_features(
     The mapper runs again (up to ``attempts`` times in all) while images stay unregistered:
     COLMAP's incremental mapper is not deterministic with several threads, and on hard
     image sets an unlucky initial pair can strand part of the images.
+    ``descriptor_map`` (the extractor's, ``--refine-matches``): after geometric
+    verification, the matched keypoints move towards their tracks' descriptors
+    (:func:`refine_database_keypoints`) in the database; ``features`` stay as extracted, and
+    the database is built anew on every run.
     """
     pycolmap = colmap_db._pycolmap()
     match_options = match_options or MatchOptions()
@@ -219,6 +227,8 @@ def reconstruct_from_features(
         pairs = exhaustive(names)
     database = out_dir / "database.db"
     _check_database(database, set(names), overwrite)
+    if descriptor_map is not None and database.exists():
+        database.unlink()  # it holds refined keypoints, which the import check would refuse
 
     if all(fits_pairs_file(name) for pair in pairs for name in pair):
         write_pairs(out_dir / "pairs.txt", pairs)
@@ -245,6 +255,10 @@ def reconstruct_from_features(
     verified = colmap_db.verify_matches(database, pairs, progress=progress)
     verify_seconds = time.perf_counter() - step
     logger.info("%d pair(s) geometrically verified", verified)
+    step = time.perf_counter()
+    if descriptor_map is not None:
+        refine_database_keypoints(database, features, names, paths, descriptor_map, progress)
+    refine_seconds = time.perf_counter() - step if descriptor_map is not None else 0.0
 
     step = time.perf_counter()
     models = _map(
@@ -271,6 +285,7 @@ def reconstruct_from_features(
         model_path=None,
         match_seconds=match_seconds,
         verify_seconds=verify_seconds,
+        refine_seconds=refine_seconds,
         map_seconds=map_seconds,
     )
     if models:
@@ -303,6 +318,39 @@ def reconstruct_from_features(
     return stats
 
 
+def refine_database_keypoints(
+    database: Path,
+    features: Path,
+    names: Sequence[str],
+    paths: Mapping[str, Path],
+    descriptor_map: DescriptorMapFn,
+    progress: bool = True,
+) -> TrackRefinement:
+    """Move the verified matches' keypoints in ``database`` towards their tracks' roots'
+    descriptors (:func:`.match_refinement.refine_tracks`; tracks from the inlier matches, so
+    a wrong match does not join two tracks); one network pass per image with matches."""
+    from .images import read_image
+
+    keypoints, descriptors, sizes = {}, {}, {}
+    for name in names:
+        feats = h5io.read_features(features, name)
+        keypoints[name] = feats["keypoints"]
+        descriptors[name] = feats["descriptors"]
+        sizes[name] = tuple(int(v) for v in feats["image_size"])
+    matches = colmap_db.read_verified_matches(database)
+    refined, summary = refine_tracks(
+        names,
+        keypoints,
+        descriptors,
+        matches,
+        lambda name: descriptor_map(read_image(paths[name])),
+        sizes,
+        progress=progress,
+    )
+    colmap_db.update_keypoint_positions(database, refined)
+    return summary
+
+
 def run_reconstruction(
     images: Sequence[tuple[Path, str]],
     out_dir: Path,
@@ -316,9 +364,11 @@ def run_reconstruction(
     seed: int | None = 0,
     attempts: int = 3,
     colmap_descriptors: str = "raw",
+    refine_matches: bool = False,
 ) -> ReconstructionStats:
     """Extract features with ``extractor`` into OUT/features.h5 (resuming), then
-    :func:`reconstruct_from_features`."""
+    :func:`reconstruct_from_features` (with ``refine_matches``, given the extractor's
+    descriptor maps)."""
     from .extraction import run_extraction
 
     out_dir = Path(out_dir)
@@ -351,6 +401,7 @@ def run_reconstruction(
         seed=seed,
         attempts=attempts,
         colmap_descriptors=colmap_descriptors,
+        descriptor_map=extractor.descriptor_map if refine_matches else None,
     )
     stats.extract_seconds = extract_seconds
     stats.seconds += extract_seconds

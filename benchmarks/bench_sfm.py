@@ -9,7 +9,8 @@ with pycolmap's threads) and reports every run.
 
     python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
         [--num-keypoints 3000,4000,5000] [--shifts 1,4] [--upscale 1,2]
-        [--pool-scales none --pool-scales 1,0.5] [--scenes fountain-P11]
+        [--pool-scales none --pool-scales 1,0.5] [--refine-matches off,on]
+        [--scenes fountain-P11]
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def run_scene(
     shifts: int = 1,
     upscale: float = 1.0,
     pool_scales: tuple[float, ...] = (),
+    refine_matches: bool = False,
 ) -> dict[str, float | int | str]:
     """One extraction (``shifts`` passes, :mod:`aslfeat_cli.shift_average`; images enlarged
     by ``upscale`` for the network; descriptors pooled over ``pool_scales``,
-    :mod:`aslfeat_cli.scale_pooling`) and reconstruction of ``scene`` with ``model``; its
+    :mod:`aslfeat_cli.scale_pooling`) and reconstruction of ``scene`` with ``model`` (matched
+    keypoints refined with ``refine_matches``, :mod:`aslfeat_cli.match_refinement`); its
     figures."""
     from aslfeat_cli import Extractor
     from aslfeat_cli.extraction import run_extraction
@@ -62,7 +65,13 @@ def run_scene(
     run_extraction(images, features, extractor, progress=False)
     gt = scene / "cameras_gt.json"
     stats = reconstruct_from_features(  # one camera where it is one (fountain-P11's GT scene)
-        images, features, work / "sfm", single_camera=gt.is_file(), progress=False, num_threads=2
+        images,
+        features,
+        work / "sfm",
+        single_camera=gt.is_file(),
+        progress=False,
+        num_threads=2,
+        descriptor_map=extractor.descriptor_map if refine_matches else None,
     )
     row: dict[str, float | int | str] = {
         "registered": f"{stats.registered}/{len(images)}",
@@ -100,6 +109,11 @@ def main() -> None:
         default=None,
         help="comma-separated descriptor pooling scales or 'none'; repeat, each a row",
     )
+    parser.add_argument(
+        "--refine-matches",
+        default="off",
+        help="comma-separated off/on (match refinement, aslfeat_cli.match_refinement), each a row",
+    )
     args = parser.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's mapper log, before its import
     models = args.model or [None]
@@ -109,25 +123,28 @@ def main() -> None:
     from aslfeat_cli.scale_pooling import format_pool_scales, parse_pool_scales
 
     pools = [parse_pool_scales(text) for text in args.pool_scales or ["none"]]
+    refinements = [{"off": False, "on": True}[v] for v in args.refine_matches.split(",")]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(
-        "| scene | model | keypoints | shifts | upscale | pool scales | run | registered | "
-        "3D points | track length | reproj. px | camera error % |"
+        "| scene | model | keypoints | shifts | upscale | pool scales | refined | run | "
+        "registered | 3D points | track length | reproj. px | camera error % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.scenes.split(","):
         for run in range(1, args.runs + 1):
             # Models interleaved: the machine's load hits every model alike.
-            for budget, shifts, factor, pool, model in itertools.product(
-                budgets, shift_counts, factors, pools, models
+            for budget, shifts, factor, pool, refine, model in itertools.product(
+                budgets, shift_counts, factors, pools, refinements, models
             ):
                 with tempfile.TemporaryDirectory() as tmp:
-                    row = run_scene(model, SFM / name, Path(tmp), budget, shifts, factor, pool)
+                    row = run_scene(
+                        model, SFM / name, Path(tmp), budget, shifts, factor, pool, refine
+                    )
                 label = Path(model).name if model else "shipped"
                 print(
                     f"| {name} | {label} | {budget} | {shifts} | {factor:g} | "
-                    f"{format_pool_scales(pool)} | {run} | "
+                    f"{format_pool_scales(pool)} | {'on' if refine else 'off'} | {run} | "
                     f"{row['registered']} | {row['points']} | {row['track']} | "
                     f"{row['reproj_px']} | {row['camera_error_pct']} |",
                     flush=True,

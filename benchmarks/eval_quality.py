@@ -15,7 +15,7 @@ accuracy (share of pairs with mean corner error <= 1/3/5 px after RANSAC). Print
 
     python benchmarks/eval_quality.py [--model weights/aslfeat.onnx] [--synthetic 50]
         [--seed 0] [--size 480x360] [--num-keypoints 5000] [--shifts 1,4] [--upscale 1,2]
-        [--pool-scales none --pool-scales 1,0.5]
+        [--pool-scales none --pool-scales 1,0.5] [--refine-matches]
         [--no-ours]
         [--json out.json]
 """
@@ -123,6 +123,13 @@ def main() -> int:
         "repeat for more rows (with each --upscale and --shifts; combinations the Extractor "
         "refuses are left out with a note); default: none",
     )
+    parser.add_argument(
+        "--refine-matches",
+        action="store_true",
+        help="also a row with matches refined towards each other's descriptors "
+        "(Extractor descriptor maps, aslfeat_cli.match_refinement) for each row with "
+        "--upscale 2 or more",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the summaries here")
     args = parser.parse_args()
     if not (DATA / "pairs").is_dir() or not (DATA / "train").is_dir():
@@ -131,6 +138,7 @@ def main() -> int:
 
     from aslfeat_cli import homography_eval as he
     from aslfeat_cli.hpatches import load_homography_pairs
+    from aslfeat_cli.match_refinement import MIN_UPSCALE
     from aslfeat_cli.scale_pooling import check_pool_scales, parse_pool_scales
 
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -145,17 +153,22 @@ def main() -> int:
                     except ValueError as error:
                         print(f"eval_quality: left out upscale {upscale:g}: {error}")
                         continue
-                    methods.append(
-                        he.ours_method(
-                            args.model,
-                            num_keypoints=args.num_keypoints,
-                            device=args.device,
-                            shifts=shifts,
-                            upscale=upscale,
-                            pool_scales=pool,
-                            name=he.method_name(shifts=shifts, upscale=upscale, pool_scales=pool),
+                    refinements = [False]
+                    if args.refine_matches and upscale >= MIN_UPSCALE:
+                        refinements.append(True)
+                    for refine in refinements:
+                        settings = dict(
+                            shifts=shifts, upscale=upscale, pool_scales=pool, refine_matches=refine
                         )
-                    )
+                        methods.append(
+                            he.ours_method(
+                                args.model,
+                                num_keypoints=args.num_keypoints,
+                                device=args.device,
+                                name=he.method_name(**settings),
+                                **settings,
+                            )
+                        )
     methods.append(he.sift_method(args.num_keypoints, name="sift"))
 
     start = time.perf_counter()

@@ -11,9 +11,11 @@ from ..errors import UserError
 from ._options import (
     TopK,
     backend_options,
+    check_refine_matches,
     checked_pool_scales,
     device_option,
     pool_scales_option,
+    refine_matches_option,
     shifts_option,
     upscale_option,
     verbosity_options,
@@ -43,6 +45,7 @@ Examples:
   aslfeat evaluate ../shared/data/pairs -o out/eval
   aslfeat evaluate hpatches-sequences-release -o out/hpatches --multi-scale both
   aslfeat evaluate pairs/ --model other.onnx --features d2net=d2.h5 --no-sift
+  aslfeat evaluate ../shared/data/pairs --upscale 2 --refine-matches
 """,
 )
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -70,6 +73,7 @@ Examples:
 @shifts_option
 @upscale_option
 @pool_scales_option
+@refine_matches_option
 @click.option("--ours/--no-ours", default=True, show_default=True, help="Evaluate ASLFeat.")
 @click.option(
     "--sift/--no-sift", default=True, show_default=True, help="OpenCV SIFT baseline (RootSIFT)."
@@ -122,6 +126,7 @@ def command(
     shifts: str,
     upscale: float,
     pool_scales: str,
+    refine_matches: bool,
     device: str,
     backend: str,
     precision: str,
@@ -141,6 +146,7 @@ def command(
     from ..viz import plot_mma, save_png
 
     quiet = bool((ctx.obj or {}).get("quiet"))
+    check_refine_matches(refine_matches, upscale, multi_scale != "no")
     pairs = load_homography_pairs(dataset, include_ignored=include_ignored)
     logger.info("%d pair(s) in %s", len(pairs), dataset)
 
@@ -160,6 +166,7 @@ def command(
                             shifts=int(shifts),
                             upscale=upscale,
                             pool_scales=pool,
+                            refine_matches=refine_matches,
                             device=device,
                             backend=backend,
                             precision=precision,
@@ -201,6 +208,7 @@ def command(
             "shifts": int(shifts),
             "upscale": upscale,
             "pool_scales": list(pool),
+            "refine_matches": refine_matches,
             "max_dim": max_dim,
             "backend": backend,
             "precision": precision,

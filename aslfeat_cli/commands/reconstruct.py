@@ -10,6 +10,7 @@ import click
 from ..errors import UserError
 from ._options import (
     backend_options,
+    check_refine_matches,
     checked_pool_scales,
     colmap_descriptors_option,
     device_option,
@@ -18,6 +19,7 @@ from ._options import (
     model_option,
     num_keypoints_option,
     pool_scales_option,
+    refine_matches_option,
     shifts_option,
     upscale_option,
     verbosity_options,
@@ -67,6 +69,7 @@ Examples:
 @shifts_option
 @upscale_option
 @pool_scales_option
+@refine_matches_option
 @model_option
 @device_option
 @backend_options
@@ -113,6 +116,7 @@ def command(
     shifts: str,
     upscale: float,
     pool_scales: str,
+    refine_matches: bool,
     model: Path | None,
     device: str,
     backend: str,
@@ -147,6 +151,11 @@ def command(
     verbose = logging.getLogger("aslfeat_cli").getEffectiveLevel() <= logging.DEBUG
     if not inputs and image_list is None:
         raise click.UsageError("give image files or folders, or --image-list")
+    check_refine_matches(refine_matches, upscale)
+    if refine_matches and features is not None:
+        raise click.UsageError(
+            "--refine-matches needs the network's descriptor maps: extract here (drop --features)"
+        )
     prepare_output_dir(output)  # before any work
     images = find_images(list(inputs), image_list, image_root)
     names = [name for _, name in images]
@@ -183,7 +192,9 @@ def command(
             backend=backend,
             precision=precision,
         )
-        stats = run_reconstruction(images, output, extractor, **common)
+        stats = run_reconstruction(
+            images, output, extractor, refine_matches=refine_matches, **common
+        )
     click.echo(stats.table())
     if stats.model_path is None:
         raise UserError(
