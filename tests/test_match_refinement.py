@@ -11,6 +11,8 @@ matched keypoints move and the model is built; the options refuse what cannot he
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -203,3 +205,39 @@ def test_reconstruct_refines_the_verified_keypoints_in_the_database(tmp_path):
         refine_matches=True,
     )
     assert again.registered == 4
+
+
+def test_evaluate_cli_records_the_refined_method(tmp_path):
+    skdata = pytest.importorskip("skimage.data")
+    photo = cv2.resize(cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY), (200, 160))
+    pair = tmp_path / "pairs" / "shifted"
+    pair.mkdir(parents=True)
+    homography = np.array([[1, 0, -6.0], [0, 1, -4.0], [0, 0, 1]])
+    cv2.imwrite(str(pair / "A.png"), photo)
+    cv2.imwrite(str(pair / "B.png"), cv2.warpAffine(photo, homography[:2], (200, 160)))
+    np.savetxt(pair / "H_A_to_B.txt", homography)
+    out = tmp_path / "eval"
+    args = ["-q", "evaluate", str(tmp_path / "pairs"), "-o", str(out), "--no-sift"]
+    args += ["--backend", "onnxruntime", "--upscale", "2", "--refine-matches"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    assert record["settings"]["refine_matches"] is True
+    assert record["settings"]["methods"] == ["aslfeat-u2-r"]
+    assert "aslfeat-u2-r" in result.stdout
+
+
+def test_reconstruct_cli_refuses_refinement_it_cannot_do(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(images / name), np.zeros((64, 64), np.uint8))
+    runner = CliRunner()
+    base = ["reconstruct", str(images), "-o", str(tmp_path / "sfm"), "--refine-matches"]
+    result = runner.invoke(cli, base)
+    assert result.exit_code == 2 and "needs --upscale 2" in result.output
+    features = tmp_path / "f.h5"
+    features.touch()
+    result = runner.invoke(cli, [*base, "--upscale", "2", "--features", str(features)])
+    assert result.exit_code == 2 and "drop --features" in result.output
+    assert not (tmp_path / "sfm" / "database.db").exists()

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 Examples:
   aslfeat reconstruct images/ -o sfm/
   aslfeat reconstruct images/ -o sfm/ --upscale 2   # more precise keypoints, 4-5x the time
+  aslfeat reconstruct images/ -o sfm/ --upscale 2 --refine-matches  # + refined per track
   aslfeat reconstruct frames/ -o sfm/ --sequential 8 --loop-stride 30 --single-camera
   aslfeat reconstruct images/ -o sfm/ --features sift_features.h5 --ratio 0.8
 """,
