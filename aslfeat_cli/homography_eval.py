@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .match_refinement import check_refinement, refine_pair
+from .match_refinement import check_refinement, refine_two_view
 from .synthetic import image_corners, warp_points
 
 logger = logging.getLogger(__name__)
@@ -196,31 +196,32 @@ def evaluate_pair(
     threshold: float = ERROR_THRESHOLD,
     mma_thresholds: Sequence[float] = MMA_THRESHOLDS,
     ransac_threshold: float = RANSAC_THRESHOLD,
-    refine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    refine: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> PairMetrics:
     """All metrics of one pair from keypoints (N, 2), descriptors (N, D) and the true A->B
     homography; sizes are (W, H) of A and B.
 
-    ``refine(points1, targets)``, where given, moves B's matched keypoints (M, 2) towards
-    their matches' descriptors (M, D) (``--refine-matches``, :mod:`.match_refinement`); the
-    MMA and the homography then use the moved points (the other metrics are of detection and
-    stay on the keypoints as detected)."""
+    ``refine(points0, points1, descriptors0, descriptors1)``, where given, returns the
+    matched keypoints of A and B (M, 2 each, match i in row i; descriptors M x D) refined
+    (``--refine-matches``, :func:`.match_refinement.refine_two_view`); the MMA and the
+    homography then use them (the other metrics are of detection and stay on the keypoints
+    as detected)."""
     kpts0 = np.asarray(kpts0, np.float64).reshape(-1, 2)
     kpts1 = np.asarray(kpts1, np.float64).reshape(-1, 2)
     n_features = min(len(kpts0), len(kpts1))
 
     # MMA and homography on all keypoints (official: mma_putative_matches).
     matches = mutual_nearest_neighbours(desc0, desc1)
-    matched1 = kpts1[matches[:, 1]]
+    matched0, matched1 = kpts0[matches[:, 0]], kpts1[matches[:, 1]]
     if refine is not None and len(matches):
-        matched1 = np.asarray(refine(matched1, np.asarray(desc0)[matches[:, 0]]), np.float64)
-    in_order = np.stack([matches[:, 0], np.arange(len(matches))], 1) if len(matches) else matches
-    errors = match_errors(kpts0, matched1, in_order, homography)
+        matched0, matched1 = refine(
+            matched0, matched1, np.asarray(desc0)[matches[:, 0]], np.asarray(desc1)[matches[:, 1]]
+        )
+    in_order = np.repeat(np.arange(len(matches))[:, None], 2, axis=1)
+    errors = match_errors(matched0, matched1, in_order, homography)
     n_matches = len(matches)
     mma = [float((errors <= t).sum() / max(n_matches, 1)) for t in mma_thresholds]
-    estimated, ransac_inliers = estimate_homography(
-        kpts0[matches[:, 0]], matched1, ransac_threshold
-    )
+    estimated, ransac_inliers = estimate_homography(matched0, matched1, ransac_threshold)
 
     # Repeatability, precision, matching score and recall on covisible keypoints only.
     mask0, mask1 = covisible_masks(kpts0, kpts1, homography, size0, size1)
@@ -297,7 +298,7 @@ def ours_method(
     from .extractor import Extractor
 
     if refine_matches:
-        check_refinement(upscale, multi_scale)
+        check_refinement(upscale, multi_scale, pool_scales)
 
     extractor = Extractor(
         model,
@@ -461,8 +462,13 @@ def evaluate(
             feats_b = method.features(pair.name_b, image_b)
             refine = None
             if method.descriptor_map is not None:
-                dense_b = method.descriptor_map(image_b)
-                refine = partial(refine_pair, dense_b=dense_b, image_size_b=size_b)
+                refine = partial(
+                    refine_two_view,
+                    dense0=partial(method.descriptor_map, image_a),
+                    dense1=partial(method.descriptor_map, image_b),
+                    image_size0=size_a,
+                    image_size1=size_b,
+                )
             metrics = evaluate_pair(
                 feats_a.keypoints,
                 feats_a.descriptors,

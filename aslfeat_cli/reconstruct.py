@@ -20,7 +20,7 @@ from typing import Any
 
 from . import colmap_db, h5io
 from .errors import UserError
-from .match_refinement import DescriptorMapFn, TrackRefinement, refine_tracks
+from .match_refinement import DescriptorMapFn, TrackRefinement, check_refinement, refine_tracks
 from .matching import MatchOptions, match_pairs
 from .outputs import prepare_output_dir
 from .pairs import Pair, exhaustive, fits_pairs_file, natural_key, sequential, write_pairs
@@ -371,6 +371,8 @@ def run_reconstruction(
     descriptor maps)."""
     from .extraction import run_extraction
 
+    if refine_matches:
+        check_refinement(extractor.upscale, extractor.multi_scale, extractor.pool_scales)
     out_dir = Path(out_dir)
     prepare_output_dir(out_dir)
     features = out_dir / "features.h5"

@@ -48,6 +48,7 @@ def run_scene(
     from aslfeat_cli import Extractor
     from aslfeat_cli.extraction import run_extraction
     from aslfeat_cli.images import walk_images
+    from aslfeat_cli.match_refinement import check_refinement
     from aslfeat_cli.reconstruct import reconstruct_from_features
     from aslfeat_cli.sfm_eval import camera_centre_errors
 
@@ -61,6 +62,8 @@ def run_scene(
         upscale=upscale,
         pool_scales=pool_scales,
     )
+    if refine_matches:
+        check_refinement(upscale, pool_scales=pool_scales)
     features = work / "features.h5"
     run_extraction(images, features, extractor, progress=False)
     gt = scene / "cameras_gt.json"

@@ -128,7 +128,7 @@ def main() -> int:
         action="store_true",
         help="also a row with matches refined towards each other's descriptors "
         "(Extractor descriptor maps, aslfeat_cli.match_refinement) for each row with "
-        "--upscale 2 or more",
+        "--upscale 2 or more and no pooling",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the summaries here")
     args = parser.parse_args()
@@ -154,7 +154,7 @@ def main() -> int:
                         print(f"eval_quality: left out upscale {upscale:g}: {error}")
                         continue
                     refinements = [False]
-                    if args.refine_matches and upscale >= MIN_UPSCALE:
+                    if args.refine_matches and upscale >= MIN_UPSCALE and not pool:
                         refinements.append(True)
                     for refine in refinements:
                         settings = dict(

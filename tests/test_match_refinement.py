@@ -27,7 +27,9 @@ from aslfeat_cli.match_refinement import (
     check_refinement,
     refine_pair,
     refine_towards,
+    refine_two_view,
     track_roots,
+    zoom_between,
 )
 
 from .conftest import shared_data
@@ -94,14 +96,52 @@ def test_evaluate_pair_scores_the_refined_points():
     plain = he.evaluate_pair(*args)
     assert plain.mma[0] == 0.0 and plain.mma[2] == 1.0
 
-    def to_truth(points1: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        index = targets.argmax(1)  # one-hot descriptors name the keypoint of A
-        assert np.allclose(points1, kpts1[index])
-        return kpts0[index] + shift
+    def to_truth(points0, points1, targets0, targets1):  # noqa: ANN001, ANN202
+        index = targets0.argmax(1)  # one-hot descriptors name the keypoint
+        assert np.allclose(points0, kpts0[index]) and np.allclose(points1, kpts1[index])
+        return points0, kpts0[index] + shift
 
     refined = he.evaluate_pair(*args, refine=to_truth)
     assert refined.mma[0] == 1.0 and refined.corner_error < 1e-6
     assert refined.repeatability == plain.repeatability  # detection metrics stay unrefined
+
+
+def test_zoom_between_is_robust_to_wrong_matches():
+    rng = np.random.default_rng(3)
+    points0 = rng.uniform(0, 400, size=(300, 2))
+    points1 = 1.7 * points0 + [30, -12]
+    points1[:100] = rng.uniform(0, 600, size=(100, 2))  # a third wrong
+    assert zoom_between(points0, points1) == pytest.approx(1.7, rel=0.05)
+    assert zoom_between(points1[100:], points0[100:]) == pytest.approx(1 / 1.7, rel=0.01)
+    assert zoom_between(points0[:1], points1[:1]) == 1.0
+
+
+@pytest.mark.parametrize("zoom", [0.6, 1.6])
+def test_two_view_refinement_moves_the_view_where_the_scene_is_smaller(zoom):
+    descriptor_map = smooth_descriptor_map()  # both views' map; net size = image size x 2
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(20, 70, size=(30, 2))  # x, y in the moving view's pixels
+    net = (truth + 0.5) * 2 - 0.5
+    targets = sample_descriptors(descriptor_map, net[:, ::-1].copy())
+    detected = truth + rng.uniform(-1, 1, size=truth.shape)
+    calls = []
+
+    def dense(view: str):  # noqa: ANN202
+        return lambda: calls.append(view) or (descriptor_map, (200, 160))
+
+    if zoom > 1:  # view 1 larger: view 0 moves, towards view 1's descriptors
+        p0, p1 = refine_two_view(
+            detected, detected * zoom, None, targets, dense("0"), dense("1"), (100, 80), (100, 80)
+        )
+        np.testing.assert_allclose(p0, truth, atol=0.1)  # image px: 0.2 network px
+        np.testing.assert_array_equal(p1, detected * zoom)
+    else:  # view 1 smaller: view 1 moves
+        p0, p1 = refine_two_view(
+            detected / zoom, detected, targets, None, dense("0"), dense("1"), (100, 80), (100, 80)
+        )
+        np.testing.assert_allclose(p1, truth, atol=0.1)
+        np.testing.assert_array_equal(p0, detected / zoom)
+    assert calls == (["0"] if zoom > 1 else ["1"])
 
 
 def test_refinement_needs_an_enlarged_single_scale_input():
@@ -111,6 +151,8 @@ def test_refinement_needs_an_enlarged_single_scale_input():
         check_refinement(1.0)
     with pytest.raises(ValueError, match="multi-scale"):
         check_refinement(2.0, multi_scale=True)
+    with pytest.raises(ValueError, match="pool-scales"):
+        check_refinement(2.0, pool_scales=(1.0,))
     result = CliRunner().invoke(cli, ["evaluate", ".", "--refine-matches", "--no-sift"])
     assert result.exit_code == 2 and "needs --upscale 2" in result.output
 

@@ -106,14 +106,16 @@ refine_matches_option = click.option(
 )
 
 
-def check_refine_matches(refine: bool, upscale: float, multi_scale: bool = False) -> None:
-    """``--refine-matches`` checked against ``--upscale`` and ``--multi-scale``, or a click
-    error naming the option."""
+def check_refine_matches(
+    refine: bool, upscale: float, multi_scale: bool = False, pool_scales: tuple[float, ...] = ()
+) -> None:
+    """``--refine-matches`` checked against ``--upscale``, ``--multi-scale`` and
+    ``--pool-scales``, or a click error naming the option."""
     from ..match_refinement import check_refinement
 
     if refine:
         try:
-            check_refinement(upscale, multi_scale)
+            check_refinement(upscale, multi_scale, pool_scales)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--refine-matches") from None
 

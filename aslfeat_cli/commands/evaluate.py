@@ -146,12 +146,12 @@ def command(
     from ..viz import plot_mma, save_png
 
     quiet = bool((ctx.obj or {}).get("quiet"))
-    check_refine_matches(refine_matches, upscale, multi_scale != "no")
+    pool = checked_pool_scales(pool_scales, upscale, multi_scale != "no")
+    check_refine_matches(refine_matches, upscale, multi_scale != "no", pool)
     pairs = load_homography_pairs(dataset, include_ignored=include_ignored)
     logger.info("%d pair(s) in %s", len(pairs), dataset)
 
     methods: list[he.Method] = []
-    pool = checked_pool_scales(pool_scales, upscale, multi_scale != "no")
     if ours:
         scales = {"no": [False], "yes": [True], "both": [False, True]}[multi_scale]
         for model in models or (None,):

@@ -152,7 +152,8 @@ def command(
     verbose = logging.getLogger("aslfeat_cli").getEffectiveLevel() <= logging.DEBUG
     if not inputs and image_list is None:
         raise click.UsageError("give image files or folders, or --image-list")
-    check_refine_matches(refine_matches, upscale)
+    pool = checked_pool_scales(pool_scales, upscale)
+    check_refine_matches(refine_matches, upscale, pool_scales=pool)
     if refine_matches and features is not None:
         raise click.UsageError(
             "--refine-matches needs the network's descriptor maps: extract here (drop --features)"
@@ -188,7 +189,7 @@ def command(
             max_dim=max_dim,
             shifts=int(shifts),
             upscale=upscale,
-            pool_scales=checked_pool_scales(pool_scales, upscale),
+            pool_scales=pool,
             device=device,
             backend=backend,
             precision=precision,
