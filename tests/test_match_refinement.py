@@ -199,15 +199,8 @@ def test_reconstruct_refines_the_verified_keypoints_in_the_database(tmp_path):
     images = [(p, p.name) for p in sorted(folder.glob("*.jpg"))[3:7]]
     extractor = Extractor(num_keypoints=2000, max_dim=480, upscale=2.0)
     out = tmp_path / "sfm"
-    stats = run_reconstruction(
-        images,
-        out,
-        extractor,
-        single_camera=True,
-        progress=False,
-        num_threads=2,
-        refine_matches=True,
-    )
+    settings = {"single_camera": True, "progress": False, "num_threads": 2}
+    stats = run_reconstruction(images, out, extractor, refine_matches=True, **settings)
     assert stats.registered == 4 and stats.refine_seconds > 0
     database = out / "database.db"
     verified = colmap_db.read_verified_matches(database)
@@ -237,15 +230,7 @@ def test_reconstruct_refines_the_verified_keypoints_in_the_database(tmp_path):
         moved_total += int((shift > 1e-4).sum())
     assert moved_total > 100
     # A rerun into the same folder rebuilds the database (it holds refined keypoints).
-    again = run_reconstruction(
-        images,
-        out,
-        extractor,
-        single_camera=True,
-        progress=False,
-        num_threads=2,
-        refine_matches=True,
-    )
+    again = run_reconstruction(images, out, extractor, refine_matches=True, **settings)
     assert again.registered == 4
 
 
