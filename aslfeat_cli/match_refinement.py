@@ -5,7 +5,8 @@ apart: each score map peaks where its own view puts it. Given a match, the other
 says what the point looks like: its descriptor. Here a matched keypoint moves, within a small
 window of network pixels, to where its own image's dense descriptor map is most similar to the
 descriptor it was matched to (a grid search over bilinear samples, re-centred while the best
-sample lies on the window's edge, then a 1-D quadratic fit per axis). The idea is featuremetric
+sample lies on the window's edge, then a 1-D quadratic fit per axis and a quarter-step pass).
+The idea is featuremetric
 keypoint adjustment (Pixel-Perfect SfM, Lindenberger et al., ICCV 2021) with the network's own
 descriptors as the features.
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .images import scale_keypoints
 from .keypoints import DESCRIPTOR_STRIDE, sample_descriptors
 
 logger = logging.getLogger(__name__)
@@ -154,8 +156,6 @@ def refine_pair(
     """Refined (M, 2) x, y of B's matched keypoints ``keypoints_b`` (pixels of B as given),
     each moved towards its match's descriptor in ``targets`` (M, D) through B's detection-pass
     descriptor map ``dense_b``."""
-    from .images import scale_keypoints
-
     descriptor_map, network_size = dense_b
     on_network = scale_keypoints(keypoints_b, image_size_b, network_size).astype(np.float64)
     refined = refine_towards(targets, on_network, descriptor_map)
@@ -258,10 +258,33 @@ class TrackRefinement:
     median_shift: float
 
 
+def _root_descriptors(
+    roots: Mapping[str, np.ndarray],
+    counts: Mapping[str, int],
+    descriptors: Callable[[str], np.ndarray],
+) -> dict[str, np.ndarray]:
+    """For every image, the descriptors (M, D) of the roots of its keypoints that move
+    (``roots[name] >= 0``, global node ids in ``counts`` order). Each image that roots a
+    track is read once (``descriptors(name)``), and only the rows needed are kept."""
+    names = list(counts)
+    starts = np.cumsum([0, *[counts[n] for n in names]])
+    wanted = np.concatenate([r[r >= 0] for r in roots.values()] + [np.zeros(0, np.int64)])
+    owners = np.unique(np.searchsorted(starts, wanted, side="right") - 1)
+    by_node: dict[int, np.ndarray] = {}
+    for k in owners.tolist():
+        nodes = np.unique(wanted[(wanted >= starts[k]) & (wanted < starts[k + 1])])
+        rows = np.asarray(descriptors(names[k]), np.float32)[nodes - starts[k]]
+        by_node.update(zip(nodes.tolist(), rows, strict=True))
+    return {
+        n: np.array([by_node[node] for node in r[r >= 0].tolist()], np.float32)
+        for n, r in roots.items()
+    }
+
+
 def refine_tracks(
     names: Sequence[str],
     keypoints: Mapping[str, np.ndarray],
-    descriptors: Mapping[str, np.ndarray],
+    descriptors: Callable[[str], np.ndarray],
     matches: Iterable[tuple[str, str, np.ndarray]],
     dense: Callable[[str], DenseDescriptors],
     image_sizes: Mapping[str, tuple[int, int]],
@@ -270,14 +293,16 @@ def refine_tracks(
     """Refined keypoints (x, y, pixels of each image as given) of every image in ``names``.
 
     Each matched keypoint that is not its track's root moves towards the root's descriptor
-    (``descriptors``: the stored, unit-length ones) in its own image's descriptor map
-    (``dense(name)``: the detection pass's map and its size; called once per image with
-    keypoints to move). Roots and unmatched keypoints keep their positions.
+    (``descriptors(name)``: an image's stored, unit-length ones, read once per image that
+    roots a track) in its own image's descriptor map (``dense(name)``: the detection pass's
+    map and its size; called once per image with keypoints to move). Roots and unmatched
+    keypoints keep their positions.
     """
     from tqdm import tqdm
 
-    roots = track_roots({n: len(keypoints[n]) for n in names}, matches)
-    all_descriptors = np.concatenate([np.asarray(descriptors[n], np.float32) for n in names])
+    counts = {n: len(keypoints[n]) for n in names}
+    roots = track_roots(counts, matches)
+    targets = _root_descriptors(roots, counts, descriptors)
     refined: dict[str, np.ndarray] = {}
     shifts = []
     for name in tqdm(names, desc="refine", unit="img", disable=not progress):
@@ -285,8 +310,7 @@ def refine_tracks(
         moving = np.flatnonzero(roots[name] >= 0)
         out = points.copy()
         if len(moving):
-            targets = all_descriptors[roots[name][moving]]
-            out[moving] = refine_pair(points[moving], targets, dense(name), image_sizes[name])
+            out[moving] = refine_pair(points[moving], targets[name], dense(name), image_sizes[name])
             shifts.append(np.linalg.norm(out[moving] - points[moving], axis=1))
         refined[name] = out.astype(np.float32)
     moved = np.concatenate(shifts) if shifts else np.zeros(0)

@@ -255,10 +255,11 @@ def reconstruct_from_features(
     verified = colmap_db.verify_matches(database, pairs, progress=progress)
     verify_seconds = time.perf_counter() - step
     logger.info("%d pair(s) geometrically verified", verified)
-    step = time.perf_counter()
+    refine_seconds = 0.0
     if descriptor_map is not None:
+        step = time.perf_counter()
         refine_database_keypoints(database, features, names, paths, descriptor_map, progress)
-    refine_seconds = time.perf_counter() - step if descriptor_map is not None else 0.0
+        refine_seconds = time.perf_counter() - step
 
     step = time.perf_counter()
     models = _map(
@@ -331,17 +332,16 @@ def refine_database_keypoints(
     a wrong match does not join two tracks); one network pass per image with matches."""
     from .images import read_image
 
-    keypoints, descriptors, sizes = {}, {}, {}
-    for name in names:
+    keypoints, sizes = {}, {}
+    for name in names:  # descriptors are read again only for images that root tracks
         feats = h5io.read_features(features, name)
         keypoints[name] = feats["keypoints"]
-        descriptors[name] = feats["descriptors"]
         sizes[name] = tuple(int(v) for v in feats["image_size"])
     matches = colmap_db.read_verified_matches(database)
     refined, summary = refine_tracks(
         names,
         keypoints,
-        descriptors,
+        lambda name: h5io.read_features(features, name)["descriptors"],
         matches,
         lambda name: descriptor_map(read_image(paths[name])),
         sizes,

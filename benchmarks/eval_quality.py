@@ -138,7 +138,7 @@ def main() -> int:
 
     from aslfeat_cli import homography_eval as he
     from aslfeat_cli.hpatches import load_homography_pairs
-    from aslfeat_cli.match_refinement import MIN_UPSCALE
+    from aslfeat_cli.match_refinement import check_refinement
     from aslfeat_cli.scale_pooling import check_pool_scales, parse_pool_scales
 
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -154,8 +154,12 @@ def main() -> int:
                         print(f"eval_quality: left out upscale {upscale:g}: {error}")
                         continue
                     refinements = [False]
-                    if args.refine_matches and upscale >= MIN_UPSCALE and not pool:
-                        refinements.append(True)
+                    if args.refine_matches:
+                        try:
+                            check_refinement(upscale, pool_scales=pool)
+                            refinements.append(True)
+                        except ValueError as error:
+                            print(f"eval_quality: no refined row for upscale {upscale:g}: {error}")
                     for refine in refinements:
                         settings = dict(
                             shifts=shifts, upscale=upscale, pool_scales=pool, refine_matches=refine

@@ -24,6 +24,7 @@ from aslfeat_cli.extractor import Extractor
 from aslfeat_cli.keypoints import sample_descriptors
 from aslfeat_cli.match_refinement import (
     SEARCH_STEP,
+    _root_descriptors,
     check_refinement,
     refine_pair,
     refine_towards,
@@ -83,6 +84,17 @@ def test_tracks_root_at_the_most_matched_keypoint():
     np.testing.assert_array_equal(roots["a"], [5, -1, -1, -1])
     np.testing.assert_array_equal(roots["b"], [-1, -1, 3])
     np.testing.assert_array_equal(roots["c"], [2, -1, 5])
+    # The movers' targets are their roots' descriptors, each root image read once.
+    descriptors = {
+        n: np.arange(c * 2, dtype=np.float32).reshape(c, 2) + 100 * i
+        for i, (n, c) in enumerate(counts.items())
+    }
+    reads = []
+    targets = _root_descriptors(roots, counts, lambda n: reads.append(n) or descriptors[n])
+    np.testing.assert_array_equal(targets["a"], descriptors["b"][[1]])
+    np.testing.assert_array_equal(targets["b"], descriptors["a"][[3]])
+    np.testing.assert_array_equal(targets["c"], [descriptors["a"][2], descriptors["b"][1]])
+    assert sorted(reads) == ["a", "b"]
 
 
 def test_evaluate_pair_scores_the_refined_points():
