@@ -19,8 +19,9 @@ uint8 columns), so :func:`read_colmap_descriptors` gives them back bit-exact eit
   it was trained on ALIKED descriptors, not ours. pip's pycolmap wheels lack ONNX, and
   calling that matcher from Python aborts the process, so this package never calls it.
 
-Cameras follow COLMAP's image reader: SIMPLE_RADIAL, focal length from EXIF when the
-image has it (``prior_focal_length`` set), else 1.2 x max(width, height).
+Cameras follow COLMAP's image reader (:mod:`.cameras`): SIMPLE_RADIAL, focal length from EXIF
+when the image has it (``prior_focal_length`` set), else 1.2 x max(width, height), unless a
+:class:`~.cameras.CameraSpec` gives the model and its known parameters.
 """
 
 from __future__ import annotations
@@ -34,12 +35,11 @@ from types import TracebackType
 
 import numpy as np
 
+from .cameras import CameraSpec
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-CAMERA_MODEL = "SIMPLE_RADIAL"
-DEFAULT_FOCAL_FACTOR = 1.2  # COLMAP's ImageReaderOptions.default_focal_length_factor
 COLMAP_SHIFT = 0.5  # hloc pixel centre at integers -> COLMAP pixel centre at .5
 # --colmap-descriptors choice -> pycolmap.FeatureExtractorType name (see the module docstring).
 DESCRIPTOR_TYPES = {"raw": "UNDEFINED", "aliked": "ALIKED_N16ROT"}
@@ -94,10 +94,17 @@ class ColmapFeatureWriter:
         with ColmapFeatureWriter(Path("database.db")) as writer:
             if name not in writer.names():
                 writer.add(name, path, keypoints, descriptors, (width, height))
+
+    ``camera``: the model and any known parameters of new cameras (default: COLMAP's
+    image reader's guess, :mod:`.cameras`).
     """
 
     def __init__(
-        self, database: Path, single_camera: bool = False, descriptors: str = "raw"
+        self,
+        database: Path,
+        single_camera: bool = False,
+        descriptors: str = "raw",
+        camera: CameraSpec | None = None,
     ) -> None:
         if descriptors not in DESCRIPTOR_TYPES:
             raise UserError(
@@ -107,6 +114,7 @@ class ColmapFeatureWriter:
         self.database = Path(database)
         self.single_camera = single_camera
         self.descriptors = descriptors
+        self.camera = camera or CameraSpec()
         self._db = None
         self._lock_fd: int | None = None
         self._names: set[str] = set()
@@ -160,10 +168,7 @@ class ColmapFeatureWriter:
 
     def _new_camera(self, width: int, height: int, focal: float | None) -> tuple[int, int]:
         pycolmap = _pycolmap()
-        prior = focal is not None
-        focal = focal if prior else DEFAULT_FOCAL_FACTOR * max(width, height)
-        camera = pycolmap.Camera.create_from_model_name(0, CAMERA_MODEL, focal, width, height)
-        camera.has_prior_focal_length = prior
+        camera = self.camera.create(pycolmap, width, height, focal)
         camera.camera_id = self._db.write_camera(camera)
         # COLMAP >= 3.12 needs a rig per camera and a frame per image for mapping.
         rig = pycolmap.Rig()
@@ -398,6 +403,28 @@ def export_features(database: Path, features_path: Path) -> list[str]:
     return names
 
 
+def check_cameras(database: Path, camera: CameraSpec) -> None:
+    """Refuse a database whose cameras are not of ``camera``'s model (and known parameters,
+    where it has them): its images would keep them, whatever the run asked for."""
+    if not Path(database).exists():
+        return
+    db = _open_database(database)
+    try:
+        cameras = db.read_all_cameras()
+    finally:
+        db.close()
+    for cam in cameras:
+        same = cam.model.name == camera.model and (
+            camera.params is None or np.allclose(cam.params, camera.params, rtol=0, atol=1e-6)
+        )
+        if not same:
+            params = ",".join(f"{v:g}" for v in cam.params)
+            raise UserError(
+                f"{database} holds a {cam.model.name} camera ({params}), not the one asked "
+                "for; use a new output folder or --overwrite"
+            )
+
+
 def import_features(
     database: Path,
     features_path: Path,
@@ -406,12 +433,14 @@ def import_features(
     single_camera: bool = False,
     progress: bool = True,
     descriptors: str = "raw",
+    camera: CameraSpec | None = None,
 ) -> dict[str, int]:
     """Add images from an HDF5 features file to a database; returns name -> image id.
 
     Images already in the database are kept when their keypoints equal ours (a resumed
     import) and refused otherwise, before anything is written. ``descriptors``: the
-    layout of new images' descriptors, ``raw`` or ``aliked`` (module docstring).
+    layout of new images' descriptors, ``raw`` or ``aliked`` (module docstring);
+    ``camera``: new cameras' model and known parameters (:class:`~.cameras.CameraSpec`).
     """
     from tqdm import tqdm
 
@@ -428,7 +457,7 @@ def import_features(
                     f"{database} already holds image {name!r} with other keypoints; "
                     "use a new database"
                 )
-    with ColmapFeatureWriter(database, single_camera, descriptors) as writer:
+    with ColmapFeatureWriter(database, single_camera, descriptors, camera) as writer:
         for name in tqdm(names, desc="database", disable=not progress, unit="img"):
             if name in writer.names():
                 continue

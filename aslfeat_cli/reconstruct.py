@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import colmap_db, h5io
+from .cameras import CameraSpec
 from .errors import UserError
 from .match_refinement import DescriptorMapFn, TrackRefinement, check_refinement, refine_tracks
 from .matching import MatchOptions, match_pairs
@@ -112,11 +113,15 @@ def _check_database(database: Path, names: set[str], overwrite: bool) -> None:
         )
 
 
-def _mapper_options(pycolmap: Any, num_threads: int, seed: int | None) -> Any:
+def _mapper_options(
+    pycolmap: Any, num_threads: int, seed: int | None, camera: CameraSpec | None = None
+) -> Any:
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads = num_threads
     if seed is not None:
         options.random_seed = seed
+    if camera is not None:
+        camera.configure_mapper(options)
     return options
 
 
@@ -130,6 +135,7 @@ def _map(
     num_threads: int,
     seed: int | None,
     progress: bool = False,
+    camera: CameraSpec | None = None,
 ) -> dict:
     """Incremental mapping into OUT/models, retried while images stay unregistered.
 
@@ -145,7 +151,7 @@ def _map(
             shutil.rmtree(models_dir)
         models_dir.mkdir()
         run_seed = None if seed is None else seed + attempt
-        options = _mapper_options(pycolmap, num_threads, run_seed)
+        options = _mapper_options(pycolmap, num_threads, run_seed, camera)
         with tqdm(
             total=n_images,
             desc=f"mapping (attempt {attempt + 1})",
@@ -200,6 +206,7 @@ def reconstruct_from_features(
     attempts: int = 3,
     colmap_descriptors: str = "raw",
     descriptor_map: DescriptorMapFn | None = None,
+    camera: CameraSpec | None = None,
 ) -> ReconstructionStats:
     """Match, build the database and map, from features already in ``features``.
 
@@ -211,7 +218,9 @@ def reconstruct_from_features(
     ``descriptor_map`` (the extractor's, ``--refine-matches``): after geometric
     verification, the matched keypoints move towards their tracks' descriptors
     (:func:`refine_database_keypoints`) in the database; ``features`` stay as extracted, and
-    the database is built anew on every run.
+    the database is built anew on every run. ``camera``: the COLMAP camera model, known
+    parameters and whether bundle adjustment keeps them (:mod:`.cameras`; default: COLMAP's
+    guess, refined).
     """
     pycolmap = colmap_db._pycolmap()
     match_options = match_options or MatchOptions()
@@ -229,6 +238,7 @@ def reconstruct_from_features(
     _check_database(database, set(names), overwrite)
     if descriptor_map is not None and database.exists():
         database.unlink()  # it holds refined keypoints, which the import check would refuse
+    colmap_db.check_cameras(database, camera or CameraSpec())
 
     if all(fits_pairs_file(name) for pair in pairs for name in pair):
         write_pairs(out_dir / "pairs.txt", pairs)
@@ -248,7 +258,7 @@ def reconstruct_from_features(
     paths = {name: Path(path) for path, name in images}
     colmap_db.require_space(database, features, names, matches, pairs)
     colmap_db.import_features(
-        database, features, names, paths, single_camera, progress, colmap_descriptors
+        database, features, names, paths, single_camera, progress, colmap_descriptors, camera
     )
     colmap_db.import_matches(database, matches, pairs, progress=progress)
     step = time.perf_counter()
@@ -272,6 +282,7 @@ def reconstruct_from_features(
         num_threads,
         seed,
         progress,
+        camera,
     )
     map_seconds = time.perf_counter() - step
     stats = ReconstructionStats(
@@ -365,10 +376,11 @@ def run_reconstruction(
     attempts: int = 3,
     colmap_descriptors: str = "raw",
     refine_matches: bool = False,
+    camera: CameraSpec | None = None,
 ) -> ReconstructionStats:
     """Extract features with ``extractor`` into OUT/features.h5 (resuming), then
     :func:`reconstruct_from_features` (with ``refine_matches``, given the extractor's
-    descriptor maps)."""
+    descriptor maps; ``camera`` as there)."""
     from .extraction import run_extraction
 
     if refine_matches:
@@ -404,6 +416,7 @@ def run_reconstruction(
         attempts=attempts,
         colmap_descriptors=colmap_descriptors,
         descriptor_map=extractor.descriptor_map if refine_matches else None,
+        camera=camera,
     )
     stats.extract_seconds = extract_seconds
     stats.seconds += extract_seconds

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .cameras import CameraSpec, camera_spec
+from .colmap_db import COLMAP_SHIFT
+from .errors import UserError
+
+
+def ground_truth_camera(cameras: Mapping[str, Mapping[str, Any]]) -> CameraSpec:
+    """The one intrinsic matrix ``K`` of a ground-truth file's cameras (name -> {"K": 3x3,
+    ...}, as ``cameras_gt.json``) as a fixed PINHOLE camera. ``K`` has its origin at the
+    centre of the top-left pixel (the data's convention), COLMAP's at its corner."""
+    matrices = {json.dumps(camera["K"]) for camera in cameras.values()}
+    if len(matrices) != 1:
+        raise UserError(f"one K for all cameras expected, found {len(matrices)}")
+    k = json.loads(matrices.pop())
+    params = [k[0][0], k[1][1], k[0][2] + COLMAP_SHIFT, k[1][2] + COLMAP_SHIFT]
+    return camera_spec("PINHOLE", params, fixed=True)
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

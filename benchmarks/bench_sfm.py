@@ -4,13 +4,19 @@ For each scene of ../shared/data/sfm and each model: extract (4,000 keypoints, -
 1024, as tests/test_reconstruct.py), match exhaustively, verify and map with pycolmap, then
 print registered images, 3D points, mean track length, mean reprojection error and, where the
 scene has ground-truth cameras (fountain-P11), the largest camera-centre error after a
-similarity alignment, in % of the scene extent. ``--runs N`` repeats the mapping (it varies
-with pycolmap's threads) and reports every run.
+similarity alignment, in % of the scene extent (and the mean over the cameras, which moves
+less from run to run). ``--runs N`` repeats the mapping (it varies
+with pycolmap's threads) and reports every run. ``--intrinsics guessed,known`` adds rows where
+the mapper is given the ground truth's intrinsics (PINHOLE, fixed; scenes with ground-truth
+cameras only): with the guessed camera (COLMAP's default, principal point at the centre) the
+camera error of fountain-P11 is set by the intrinsics, not by the keypoints (README).
+``--sift`` adds OpenCV RootSIFT rows (the same budget and ``--max-dim``, Lowe ratio 0.8 as in
+tests/test_reconstruct.py), through the same matching and mapping.
 
     python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
         [--num-keypoints 3000,4000,5000] [--shifts 1,4] [--upscale 1,2]
         [--pool-scales none --pool-scales 1,0.5] [--refine-matches off,on]
-        [--scenes fountain-P11]
+        [--intrinsics guessed,known] [--sift] [--scenes fountain-P11]
 """
 
 from __future__ import annotations
@@ -28,6 +34,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SFM = Path(os.environ.get("ASLFEAT_SHARED_DATA") or ROOT.parent / "shared" / "data") / "sfm"
 NUM_KEYPOINTS = 4000
 MAX_DIM = 1024
+SIFT_RATIO = 0.8  # RootSIFT with mutual nearest neighbours alone fails on sacre_coeur
+
+
+def write_sift(images: list[tuple[Path, str]], features: Path, num_keypoints: int) -> None:
+    """RootSIFT of each image fitted to MAX_DIM, keypoints in the pixels of the image as given."""
+    import h5py
+
+    from aslfeat_cli import h5io
+    from aslfeat_cli.images import downscale_to_fit, read_image, scale_keypoints
+    from aslfeat_cli.sift import SiftExtractor
+
+    sift = SiftExtractor(num_keypoints)
+    with h5py.File(features, "w") as fh:
+        for path, name in images:
+            image = read_image(path)
+            small = downscale_to_fit(image, MAX_DIM)
+            feats = sift.extract(small)
+            size = (image.shape[1], image.shape[0])
+            keypoints = scale_keypoints(feats.keypoints, feats.image_size, size)
+            h5io.write_features(fh, name, keypoints, feats.scores, feats.descriptors, size)
 
 
 def run_scene(
@@ -39,34 +65,46 @@ def run_scene(
     upscale: float = 1.0,
     pool_scales: tuple[float, ...] = (),
     refine_matches: bool = False,
+    known_intrinsics: bool = False,
+    sift: bool = False,
 ) -> dict[str, float | int | str]:
     """One extraction (``shifts`` passes, :mod:`aslfeat_cli.shift_average`; images enlarged
     by ``upscale`` for the network; descriptors pooled over ``pool_scales``,
     :mod:`aslfeat_cli.scale_pooling`) and reconstruction of ``scene`` with ``model`` (matched
-    keypoints refined with ``refine_matches``, :mod:`aslfeat_cli.match_refinement`); its
-    figures."""
+    keypoints refined with ``refine_matches``, :mod:`aslfeat_cli.match_refinement`; the
+    ground truth's intrinsics given and fixed with ``known_intrinsics``), or of RootSIFT
+    with ``sift``; its figures."""
     from aslfeat_cli import Extractor
     from aslfeat_cli.extraction import run_extraction
     from aslfeat_cli.images import walk_images
     from aslfeat_cli.match_refinement import check_refinement
+    from aslfeat_cli.matching import MatchOptions
     from aslfeat_cli.reconstruct import reconstruct_from_features
-    from aslfeat_cli.sfm_eval import camera_centre_errors
+    from aslfeat_cli.sfm_eval import camera_centre_errors, ground_truth_camera
 
     folder = scene / "images"
     images = [(p, p.relative_to(folder).as_posix()) for p in sorted(walk_images(folder))]
-    extractor = Extractor(
-        model,
-        num_keypoints=num_keypoints,
-        max_dim=MAX_DIM,
-        shifts=shifts,
-        upscale=upscale,
-        pool_scales=pool_scales,
+    extractor = (
+        None
+        if sift
+        else Extractor(
+            model,
+            num_keypoints=num_keypoints,
+            max_dim=MAX_DIM,
+            shifts=shifts,
+            upscale=upscale,
+            pool_scales=pool_scales,
+        )
     )
     if refine_matches:
         check_refinement(upscale, pool_scales=pool_scales)
     features = work / "features.h5"
-    run_extraction(images, features, extractor, progress=False)
+    if sift:
+        write_sift(images, features, num_keypoints)
+    else:
+        run_extraction(images, features, extractor, progress=False)
     gt = scene / "cameras_gt.json"
+    camera = ground_truth_camera(json.loads(gt.read_text())) if known_intrinsics else None
     stats = reconstruct_from_features(  # one camera where it is one (fountain-P11's GT scene)
         images,
         features,
@@ -74,7 +112,9 @@ def run_scene(
         single_camera=gt.is_file(),
         progress=False,
         num_threads=2,
-        descriptor_map=extractor.descriptor_map if refine_matches else None,
+        match_options=MatchOptions(ratio=SIFT_RATIO if sift else None),
+        descriptor_map=extractor.descriptor_map if refine_matches and not sift else None,
+        camera=camera,
     )
     row: dict[str, float | int | str] = {
         "registered": f"{stats.registered}/{len(images)}",
@@ -82,11 +122,13 @@ def run_scene(
         "track": round(stats.mean_track_length, 2),
         "reproj_px": round(stats.mean_reprojection_error, 3),
         "camera_error_pct": "",
+        "mean_camera_error_pct": "",
     }
     if gt.is_file() and stats.registered == len(images):
         centres = {n: c["center"] for n, c in json.loads(gt.read_text()).items()}
         errors, extent = camera_centre_errors(work / "sfm" / "sparse", centres)
         row["camera_error_pct"] = round(100 * float(errors.max()) / extent, 3)
+        row["mean_camera_error_pct"] = round(100 * float(errors.mean()) / extent, 3)
     return row
 
 
@@ -117,9 +159,17 @@ def main() -> None:
         default="off",
         help="comma-separated off/on (match refinement, aslfeat_cli.match_refinement), each a row",
     )
+    parser.add_argument(
+        "--intrinsics",
+        default="guessed",
+        help="comma-separated guessed/known (the ground truth's K, fixed; scenes with "
+        "ground-truth cameras), each a row",
+    )
+    parser.add_argument("--sift", action="store_true", help="add RootSIFT rows")
     args = parser.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's mapper log, before its import
     models = args.model or [None]
+    labels = [Path(model).name if model else "shipped" for model in models]
     budgets = [int(b) for b in args.num_keypoints.split(",")]
     shift_counts = [int(n) for n in args.shifts.split(",")]
     factors = [float(f) for f in args.upscale.split(",")]
@@ -127,29 +177,60 @@ def main() -> None:
 
     pools = [parse_pool_scales(text) for text in args.pool_scales or ["none"]]
     refinements = [{"off": False, "on": True}[v] for v in args.refine_matches.split(",")]
+    intrinsics = [{"guessed": False, "known": True}[v] for v in args.intrinsics.split(",")]
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(
-        "| scene | model | keypoints | shifts | upscale | pool scales | refined | run | "
-        "registered | 3D points | track length | reproj. px | camera error % |"
+        "| scene | model | keypoints | shifts | upscale | pool scales | refined | intrinsics | "
+        "run | registered | 3D points | track length | reproj. px | camera error % | mean % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.scenes.split(","):
         for run in range(1, args.runs + 1):
             # Models interleaved: the machine's load hits every model alike.
-            for budget, shifts, factor, pool, refine, model in itertools.product(
-                budgets, shift_counts, factors, pools, refinements, models
-            ):
+            jobs = [
+                (label, budget, shifts, factor, pool, refine, known)
+                for budget, shifts, factor, pool, refine, known, label in itertools.product(
+                    budgets, shift_counts, factors, pools, refinements, intrinsics, labels
+                )
+            ]
+            if args.sift:
+                jobs += [
+                    ("RootSIFT", budget, 1, 1.0, (), False, known)
+                    for budget, known in itertools.product(budgets, intrinsics)
+                ]
+            for label, budget, shifts, factor, pool, refine, known in jobs:
+                if known and not (SFM / name / "cameras_gt.json").is_file():
+                    continue
+                sift = label == "RootSIFT"
+                model = None if sift or label == "shipped" else models[labels.index(label)]
                 with tempfile.TemporaryDirectory() as tmp:
                     row = run_scene(
-                        model, SFM / name, Path(tmp), budget, shifts, factor, pool, refine
+                        model,
+                        SFM / name,
+                        Path(tmp),
+                        budget,
+                        shifts,
+                        factor,
+                        pool,
+                        refine,
+                        known,
+                        sift,
                     )
-                label = Path(model).name if model else "shipped"
+                options = (
+                    "| – " * 4
+                    if sift
+                    else (
+                        f"| {shifts} | {factor:g} | {format_pool_scales(pool)} | "
+                        f"{'on' if refine else 'off'} "
+                    )
+                )
                 print(
-                    f"| {name} | {label} | {budget} | {shifts} | {factor:g} | "
-                    f"{format_pool_scales(pool)} | {'on' if refine else 'off'} | {run} | "
+                    f"| {name} | {label} | {budget} {options}| "
+                    f"{'known' if known else 'guessed'} | {run} | "
                     f"{row['registered']} | {row['points']} | {row['track']} | "
-                    f"{row['reproj_px']} | {row['camera_error_pct']} |",
+                    f"{row['reproj_px']} | {row['camera_error_pct']} | "
+                    f"{row['mean_camera_error_pct']} |",
                     flush=True,
                 )
 

@@ -39,6 +39,8 @@ Examples:
   aslfeat reconstruct images/ -o sfm/ --upscale 2 --refine-matches  # + refined per track
   aslfeat reconstruct frames/ -o sfm/ --sequential 8 --loop-stride 30 --single-camera
   aslfeat reconstruct images/ -o sfm/ --features sift_features.h5 --ratio 0.8
+  aslfeat reconstruct images/ -o sfm/ --single-camera --camera-model PINHOLE \\
+      --camera-params 1380,1382,760,503 --fixed-intrinsics   # calibrated camera
 """,
 )
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
@@ -83,6 +85,24 @@ Examples:
     "nearest neighbours registered 10/10 images, ratio 0.9 only 2. For SIFT features use 0.8.",
 )
 @click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
+@click.option(
+    "--camera-model",
+    default="SIMPLE_RADIAL",
+    show_default=True,
+    help="COLMAP camera model of the images (e.g. PINHOLE, OPENCV).",
+)
+@click.option(
+    "--camera-params",
+    default=None,
+    help="Known parameters of that model, comma-separated in COLMAP's order and pixel "
+    "convention for the images as given (PINHOLE: fx,fy,cx,cy). Default: guessed (EXIF focal "
+    "length or 1.2 x the long side, principal point at the centre).",
+)
+@click.option(
+    "--fixed-intrinsics",
+    is_flag=True,
+    help="Bundle adjustment keeps --camera-params as given (calibrated cameras).",
+)
 @colmap_descriptors_option
 @click.option(
     "--threads", type=int, default=-1, show_default=True, help="Mapper threads (-1 = all)."
@@ -124,6 +144,9 @@ def command(
     precision: str,
     ratio: float,
     single_camera: bool,
+    camera_model: str,
+    camera_params: str | None,
+    fixed_intrinsics: bool,
     colmap_descriptors: str,
     threads: int,
     mapper_attempts: int,
@@ -138,6 +161,7 @@ def command(
     COLMAP's text format cannot hold); its statistics are printed to stdout. Exits with
     status 1 when the mapper builds no model.
     """
+    from ..cameras import camera_spec
     from ..extraction import find_images
     from ..matching import MatchOptions
     from ..outputs import prepare_output_dir
@@ -158,6 +182,7 @@ def command(
         raise click.UsageError(
             "--refine-matches needs the network's descriptor maps: extract here (drop --features)"
         )
+    camera = camera_spec(camera_model, camera_params, fixed_intrinsics)
     prepare_output_dir(output)  # before any work
     images = find_images(list(inputs), image_list, image_root)
     names = [name for _, name in images]
@@ -177,6 +202,7 @@ def command(
         num_threads=threads,
         attempts=mapper_attempts,
         colmap_descriptors=colmap_descriptors,
+        camera=camera,
     )
     if features is not None:
         stats = reconstruct_from_features(images, features, output, **common)
