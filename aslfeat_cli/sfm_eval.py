@@ -52,3 +52,33 @@ def camera_centre_errors(sparse: Path, centres: dict[str, list[float]]) -> tuple
     scale, rot, t = umeyama(est, ref)
     errors = np.linalg.norm((scale * (rot @ est.T)).T + t - ref, axis=1)
     return errors, float(np.linalg.norm(ref.max(0) - ref.min(0)))
+
+
+def projection_matrix(camera: Mapping[str, Any]) -> np.ndarray:
+    """3x4 ``K R (X - C)`` of a ground-truth camera ({"K", "R_cam_to_world", "center"})."""
+    rotation = np.asarray(camera["R_cam_to_world"], np.float64).T  # world -> camera
+    centre = np.asarray(camera["center"], np.float64)
+    k = np.asarray(camera["K"], np.float64)
+    return k @ np.hstack([rotation, -rotation @ centre[:, None]])
+
+
+def fundamental_matrix(camera0: Mapping[str, Any], camera1: Mapping[str, Any]) -> np.ndarray:
+    """F with ``x1^T F x0 = 0`` for pixels of two ground-truth cameras (pixel convention of
+    their K)."""
+    p0, p1 = projection_matrix(camera0), projection_matrix(camera1)
+    epipole = p1 @ np.append(np.asarray(camera0["center"], np.float64), 1.0)
+    cross = np.array(
+        [[0, -epipole[2], epipole[1]], [epipole[2], 0, -epipole[0]], [-epipole[1], epipole[0], 0]]
+    )
+    return cross @ p1 @ np.linalg.pinv(p0)
+
+
+def epipolar_errors(fundamental: np.ndarray, points0: np.ndarray, points1: np.ndarray) -> np.ndarray:
+    """Per match (M,), the larger of the two distances in pixels from a point to its
+    partner's epipolar line."""
+    h0 = np.hstack([points0, np.ones((len(points0), 1))])
+    h1 = np.hstack([points1, np.ones((len(points1), 1))])
+    lines1, lines0 = h0 @ fundamental.T, h1 @ fundamental
+    d1 = np.abs((lines1 * h1).sum(1)) / np.linalg.norm(lines1[:, :2], axis=1)
+    d0 = np.abs((lines0 * h0).sum(1)) / np.linalg.norm(lines0[:, :2], axis=1)
+    return np.maximum(d0, d1)
