@@ -121,15 +121,13 @@ def test_fountain_cameras_match_ground_truth(extract, tmp_path):
     gt = json.loads((scene / "cameras_gt.json").read_text())
     features = tmp_path / "features.h5"
     extract(images, features)
-    stats = reconstruct_from_features(
-        images,
-        features,
-        tmp_path / "sfm",
-        match_options=MatchOptions(ratio=extract.ratio if extract.ratio < 1 else None),
-        single_camera=True,
-        progress=False,
-        num_threads=2,
-    )
+    settings = {
+        "match_options": MatchOptions(ratio=extract.ratio if extract.ratio < 1 else None),
+        "single_camera": True,
+        "progress": False,
+        "num_threads": 2,
+    }
+    stats = reconstruct_from_features(images, features, tmp_path / "sfm", **settings)
     assert stats.registered == 11 == len(images)
     centres = {name: camera["center"] for name, camera in gt.items()}
     errors, extent = camera_centre_errors(tmp_path / "sfm" / "sparse", centres)
@@ -140,17 +138,11 @@ def test_fountain_cameras_match_ground_truth(extract, tmp_path):
     assert errors.max() < 0.01 * extent
     # With the ground truth's intrinsics, given and kept, the error is the keypoints' own:
     # COLMAP's guess puts the principal point at the centre, 8-9 px from the true one, which
-    # set the error above for every feature (2026-12-06: ours 0.059 %, RootSIFT 0.066 %;
-    # known intrinsics 0.038 % and 0.038 %).
+    # set the error above for every feature (2026-12-06 bench_sfm: ours 0.059 %, RootSIFT
+    # 0.066 %; known intrinsics 0.038 % and 0.038 %).
+    camera = ground_truth_camera(gt)
     known = reconstruct_from_features(
-        images,
-        features,
-        tmp_path / "sfm_known",
-        match_options=MatchOptions(ratio=extract.ratio if extract.ratio < 1 else None),
-        single_camera=True,
-        progress=False,
-        num_threads=2,
-        camera=ground_truth_camera(gt),
+        images, features, tmp_path / "sfm_known", camera=camera, **settings
     )
     assert known.registered == 11
     known_errors, _ = camera_centre_errors(tmp_path / "sfm_known" / "sparse", centres)
