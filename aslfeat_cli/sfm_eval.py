@@ -73,7 +73,9 @@ def fundamental_matrix(camera0: Mapping[str, Any], camera1: Mapping[str, Any]) -
     return cross @ p1 @ np.linalg.pinv(p0)
 
 
-def epipolar_errors(fundamental: np.ndarray, points0: np.ndarray, points1: np.ndarray) -> np.ndarray:
+def epipolar_errors(
+    fundamental: np.ndarray, points0: np.ndarray, points1: np.ndarray
+) -> np.ndarray:
     """Per match (M,), the larger of the two distances in pixels from a point to its
     partner's epipolar line."""
     h0 = np.hstack([points0, np.ones((len(points0), 1))])

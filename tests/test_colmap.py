@@ -245,3 +245,27 @@ def test_extract_colmap_descriptors(tmp_path):
         "--colmap-descriptors" in result.output
         and "only applies to --format colmap" in result.output
     )
+
+
+def test_colmap_command_writes_the_given_camera(planar_scene, tmp_path):
+    db_path = tmp_path / "database.db"
+    base = ["colmap", str(planar_scene / "f.h5"), str(planar_scene / "m.h5"), "-d", str(db_path)]
+    base += ["--single-camera", "--camera-model", "PINHOLE"]
+    result = CliRunner().invoke(cli, [*base, "--camera-params", "600,610,256.5,255.5"])
+    assert result.exit_code == 0, result.output
+    db = pycolmap.Database.open(db_path)
+    try:
+        (camera,) = db.read_all_cameras()
+    finally:
+        db.close()
+    assert camera.model.name == "PINHOLE" and camera.has_prior_focal_length
+    np.testing.assert_array_equal(camera.params, [600, 610, 256.5, 255.5])
+    # Extending it with other parameters is refused (its images would keep the old ones);
+    # without camera options it extends as before.
+    result = CliRunner().invoke(cli, [*base, "--camera-params", "700,700,256,256"])
+    assert result.exit_code == 1 and "holds a PINHOLE camera" in result.output
+    args = base[:5]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0 and "0 new pair(s)" in result.stderr
+    result = CliRunner().invoke(cli, [*args, "--camera-params", "1,2,3"])
+    assert result.exit_code == 1 and "SIMPLE_RADIAL has 4 parameters" in result.output

@@ -103,7 +103,8 @@ refine_matches_option = click.option(
     help="Move matched keypoints to where their own image's descriptor map is most similar "
     "to their match's descriptor (one more network pass per image; needs --upscale 2 or "
     "more; not with --multi-scale or --pool-scales): held-out MMA@1 0.55 -> 0.67; SfM "
-    "reprojection error lower on sacre_coeur, higher on fountain-P11 (README).",
+    "reprojection error lower on sacre_coeur, higher on fountain-P11, whose calibrated "
+    "cameras find the refined points less precise (README).",
 )
 
 
@@ -130,6 +131,32 @@ def checked_pool_scales(text: str, upscale: float, multi_scale: bool = False) ->
         return check_pool_scales(parse_pool_scales(text), upscale, multi_scale)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--pool-scales") from None
+
+
+def camera_options(function):  # noqa: ANN001, ANN201 (a click decorator)
+    """--camera-model and --camera-params, for every command that writes COLMAP cameras."""
+    function = click.option(
+        "--camera-params",
+        default=None,
+        help="Known parameters of the camera model, comma-separated in COLMAP's order and "
+        "pixel convention for the images as given (PINHOLE: fx,fy,cx,cy). Default: guessed "
+        "(EXIF focal length or 1.2 x the long side, principal point at the centre).",
+    )(function)
+    return click.option(
+        "--camera-model",
+        default=None,
+        help="COLMAP camera model of the images, e.g. PINHOLE or OPENCV (default: SIMPLE_RADIAL).",
+    )(function)
+
+
+def checked_camera(model: str | None, params: str | None, fixed: bool = False):  # noqa: ANN201
+    """The :class:`~aslfeat_cli.cameras.CameraSpec` that --camera-model/--camera-params
+    (and --fixed-intrinsics) ask for, or None where none was given; UserError if invalid."""
+    if model is None and params is None and not fixed:
+        return None
+    from ..cameras import DEFAULT_MODEL, camera_spec
+
+    return camera_spec(model or DEFAULT_MODEL, params, fixed)
 
 
 def backend_options(function):  # noqa: ANN001, ANN201 (a click decorator)

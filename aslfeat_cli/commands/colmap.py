@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ._options import FiniteFloat, colmap_descriptors_option, verbosity_options
+from ._options import (
+    FiniteFloat,
+    camera_options,
+    checked_camera,
+    colmap_descriptors_option,
+    verbosity_options,
+)
 from .pairs import pair_mode_options, quiet_flag
 
 logger = logging.getLogger(__name__)
@@ -21,6 +27,8 @@ logger = logging.getLogger(__name__)
 Examples:
   aslfeat colmap features.h5 matches.h5 -d database.db --image-dir images/
   aslfeat colmap features.h5 matches.h5 -d database.db --pairs pairs.txt --single-camera
+  aslfeat colmap features.h5 matches.h5 -d database.db --single-camera \\
+      --camera-model PINHOLE --camera-params 1380,1382,760.6,503.7
   colmap mapper --database_path database.db --image_path images/ --output_path sparse/
 """,
 )
@@ -41,6 +49,7 @@ Examples:
     help="Image folder (read for EXIF focal lengths only).",
 )
 @click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
+@camera_options
 @click.option(
     "--min-score",
     type=FiniteFloat(),
@@ -71,6 +80,8 @@ def command(
     loop_stride: int,
     image_dir: Path | None,
     single_camera: bool,
+    camera_model: str | None,
+    camera_params: str | None,
     min_score: float | None,
     inliers_only: bool,
     colmap_descriptors: str,
@@ -93,6 +104,7 @@ def command(
     from ..settings import check_same_features
 
     quiet = quiet_flag(ctx)
+    camera = checked_camera(camera_model, camera_params)
     configure_colmap_logging(logging.getLogger("aslfeat_cli").getEffectiveLevel() <= logging.DEBUG)
     names = h5io.list_names(features)
     if not names:
@@ -120,8 +132,10 @@ def command(
     paths = {name: image_dir / name for name in used} if image_dir is not None else None
     prepare_output_file(database)  # one line for a folder or file in the way
     colmap_db.require_space(database, features, used, matches, pairs)
+    if camera is not None:  # asked for: an existing database must hold those cameras
+        colmap_db.check_cameras(database, camera)
     colmap_db.import_features(
-        database, features, used, paths, single_camera, not quiet, colmap_descriptors
+        database, features, used, paths, single_camera, not quiet, colmap_descriptors, camera
     )
     written = colmap_db.import_matches(
         database, matches, pairs, min_score, inliers_only, progress=not quiet

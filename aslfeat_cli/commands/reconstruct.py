@@ -10,7 +10,9 @@ import click
 from ..errors import UserError
 from ._options import (
     backend_options,
+    camera_options,
     check_refine_matches,
+    checked_camera,
     checked_pool_scales,
     colmap_descriptors_option,
     device_option,
@@ -85,19 +87,7 @@ Examples:
     "nearest neighbours registered 10/10 images, ratio 0.9 only 2. For SIFT features use 0.8.",
 )
 @click.option("--single-camera", is_flag=True, help="All images share one camera (one size).")
-@click.option(
-    "--camera-model",
-    default="SIMPLE_RADIAL",
-    show_default=True,
-    help="COLMAP camera model of the images (e.g. PINHOLE, OPENCV).",
-)
-@click.option(
-    "--camera-params",
-    default=None,
-    help="Known parameters of that model, comma-separated in COLMAP's order and pixel "
-    "convention for the images as given (PINHOLE: fx,fy,cx,cy). Default: guessed (EXIF focal "
-    "length or 1.2 x the long side, principal point at the centre).",
-)
+@camera_options
 @click.option(
     "--fixed-intrinsics",
     is_flag=True,
@@ -144,7 +134,7 @@ def command(
     precision: str,
     ratio: float,
     single_camera: bool,
-    camera_model: str,
+    camera_model: str | None,
     camera_params: str | None,
     fixed_intrinsics: bool,
     colmap_descriptors: str,
@@ -161,7 +151,6 @@ def command(
     COLMAP's text format cannot hold); its statistics are printed to stdout. Exits with
     status 1 when the mapper builds no model.
     """
-    from ..cameras import camera_spec
     from ..extraction import find_images
     from ..matching import MatchOptions
     from ..outputs import prepare_output_dir
@@ -182,7 +171,7 @@ def command(
         raise click.UsageError(
             "--refine-matches needs the network's descriptor maps: extract here (drop --features)"
         )
-    camera = camera_spec(camera_model, camera_params, fixed_intrinsics)
+    camera = checked_camera(camera_model, camera_params, fixed_intrinsics)
     prepare_output_dir(output)  # before any work
     images = find_images(list(inputs), image_list, image_root)
     names = [name for _, name in images]
