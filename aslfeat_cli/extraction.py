@@ -58,6 +58,7 @@ from .settings import (
 from .tiling import TILE_PIXELS
 
 if TYPE_CHECKING:
+    from .cameras import CameraSpec
     from .extractor import Extractor
 
 logger = logging.getLogger(__name__)
@@ -250,8 +251,9 @@ class _ColmapSink:
         overwrite: bool,
         settings: dict[str, Any],
         descriptors: str = "raw",
+        camera: CameraSpec | None = None,
     ) -> None:
-        from .colmap_db import ColmapFeatureWriter
+        from .colmap_db import ColmapFeatureWriter, check_cameras
 
         _prepare_output(output, _is_sqlite, "an SQLite (COLMAP) database")
         recorded = read_db_settings(output)
@@ -265,8 +267,10 @@ class _ColmapSink:
             # COLMAP images cannot be replaced in place: --overwrite starts a new database.
             logger.warning("--overwrite: replacing the COLMAP database %s", output)
             output.unlink()
+        if camera is not None:  # asked for: a database being extended must hold those cameras
+            check_cameras(output, camera)
         try:
-            self.writer = ColmapFeatureWriter(output, single_camera, descriptors)
+            self.writer = ColmapFeatureWriter(output, single_camera, descriptors, camera)
             self.writer.__enter__()
         except UserError:
             raise
@@ -508,6 +512,7 @@ def run_extraction(
     colmap_descriptors: str = "raw",
     shard: str | None = None,
     streams: int = 1,
+    camera: CameraSpec | None = None,
 ) -> ExtractionSummary:
     """Extract features for ``images`` (from :func:`find_images`) into ``output``.
 
@@ -518,6 +523,8 @@ def run_extraction(
     on; problems with the output itself raise UserError. ``shard`` (``"K/N"``, or ``"ray"``
     for a Ray worker's part) is recorded in an HDF5 output for ``aslfeat merge``.
     ``streams`` > 1 runs that many small images at once (see :class:`_Inference`).
+    ``camera``: a COLMAP database's new cameras (:class:`~.cameras.CameraSpec`; default:
+    COLMAP's guess).
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -533,7 +540,7 @@ def run_extraction(
         sink: _Sink = _H5Sink(output, settings, descriptor_dtype, overwrite)
     else:
         settings = extraction_settings(extractor, np.float32)  # COLMAP stores float32
-        sink = _ColmapSink(output, single_camera, overwrite, settings, colmap_descriptors)
+        sink = _ColmapSink(output, single_camera, overwrite, settings, colmap_descriptors, camera)
 
     summary = ExtractionSummary()
     start = time.perf_counter()

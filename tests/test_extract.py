@@ -547,3 +547,29 @@ def test_prefetch_leaves_the_last_images_to_finish() -> None:
         if len(futures) == 3:
             release.set()  # the last ones finish only once the loop has seen them all
     assert [f.result(timeout=5) for f in futures] == ["0.jpg", "1.jpg", "2.jpg"]
+
+
+@needs_model
+def test_colmap_given_camera(tmp_path: Path) -> None:
+    import pycolmap
+
+    folder = tmp_path / "images"
+    for i, name in enumerate(["a.png", "b.png"]):
+        _write(folder / name, np.roll(skimage.data.camera()[::4, ::4], 10 * i, axis=1))
+    db = tmp_path / "database.db"
+    base = ["extract", folder, "-o", db, "--single-camera", "--num-keypoints", 50]
+    base += ["--camera-model", "OPENCV", "--camera-params"]
+    result = _run(*base, "150,151,64.5,63.5,0.01,0,0,0")
+    assert result.exit_code == 0, result.stderr
+    database = pycolmap.Database.open(db)
+    try:
+        (camera,) = database.read_all_cameras()
+    finally:
+        database.close()
+    assert camera.model.name == "OPENCV"
+    np.testing.assert_array_equal(camera.params, [150, 151, 64.5, 63.5, 0.01, 0, 0, 0])
+    result = _run(*base, "150,151,64,64,0,0,0,0")  # other cameras than the database's
+    assert result.exit_code == 1 and "holds a OPENCV camera" in result.stderr
+    h5 = ["extract", folder, "-o", tmp_path / "f.h5", "--camera-model", "PINHOLE"]
+    result = _run(*h5)
+    assert result.exit_code == 2 and "only applies to --format colmap" in result.stderr

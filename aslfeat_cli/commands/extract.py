@@ -12,6 +12,8 @@ from ..sharding import Shard, shard_option
 from ._options import (
     FiniteFloat,
     backend_options,
+    camera_options,
+    checked_camera,
     checked_pool_scales,
     colmap_descriptors_option,
     device_option,
@@ -116,6 +118,7 @@ Examples:
 @click.option(
     "--single-camera", is_flag=True, help="COLMAP: all images share one camera (one size)."
 )
+@camera_options
 @colmap_descriptors_option
 @click.option(
     "--overwrite",
@@ -170,6 +173,8 @@ def command(
     fp16: bool,
     fmt: str | None,
     single_camera: bool,
+    camera_model: str | None,
+    camera_params: str | None,
     colmap_descriptors: str,
     overwrite: bool,
     descriptor_dtype: str,
@@ -201,6 +206,11 @@ def command(
     source = ctx.get_parameter_source
     if single_camera and fmt != "colmap":
         raise click.BadParameter("only applies to --format colmap", param_hint="--single-camera")
+    camera = checked_camera(camera_model, camera_params)
+    if camera is not None and fmt != "colmap":
+        raise click.BadParameter(
+            "only applies to --format colmap", param_hint="--camera-model/--camera-params"
+        )
     if fmt != "colmap" and colmap_descriptors != "raw":
         raise click.BadParameter(
             "only applies to --format colmap", param_hint="--colmap-descriptors"
@@ -267,6 +277,7 @@ def command(
         overwrite=overwrite,
         descriptor_dtype=np.dtype(descriptor_dtype),
         single_camera=single_camera,
+        camera=camera,
         progress=not quiet,
         workers=workers,
         colmap_descriptors=colmap_descriptors,
