@@ -403,17 +403,21 @@ def export_features(database: Path, features_path: Path) -> list[str]:
     return names
 
 
+def read_cameras(database: Path) -> list:
+    """The ``pycolmap.Camera`` objects of a database, in id order."""
+    db = _open_database(database)
+    try:
+        return sorted(db.read_all_cameras(), key=lambda camera: camera.camera_id)
+    finally:
+        db.close()
+
+
 def check_cameras(database: Path, camera: CameraSpec) -> None:
     """Refuse a database whose cameras are not of ``camera``'s model (and known parameters,
     where it has them): its images would keep them, whatever the run asked for."""
     if not Path(database).exists():
         return
-    db = _open_database(database)
-    try:
-        cameras = db.read_all_cameras()
-    finally:
-        db.close()
-    for cam in cameras:
+    for cam in read_cameras(database):
         same = cam.model.name == camera.model and (
             camera.params is None or np.allclose(cam.params, camera.params, rtol=0, atol=1e-6)
         )

@@ -52,12 +52,7 @@ def test_writer_stores_the_given_camera(tmp_path):
         writer.add("a.png", None, keypoints, descriptors, (640, 480))
     with colmap_db.ColmapFeatureWriter(database) as writer:  # default: COLMAP's guess
         writer.add("b.png", None, keypoints, descriptors, (640, 480))
-    db = pycolmap.Database.open(str(database))
-    try:
-        cameras = sorted(db.read_all_cameras(), key=lambda c: c.camera_id)
-    finally:
-        db.close()
-    given, guessed = cameras
+    given, guessed = colmap_db.read_cameras(database)
     assert given.model.name == "OPENCV" and given.has_prior_focal_length
     np.testing.assert_array_equal(given.params, spec.params)
     assert (given.width, given.height) == (640, 480)

@@ -253,11 +253,7 @@ def test_colmap_command_writes_the_given_camera(planar_scene, tmp_path):
     base += ["--single-camera", "--camera-model", "PINHOLE"]
     result = CliRunner().invoke(cli, [*base, "--camera-params", "600,610,256.5,255.5"])
     assert result.exit_code == 0, result.output
-    db = pycolmap.Database.open(db_path)
-    try:
-        (camera,) = db.read_all_cameras()
-    finally:
-        db.close()
+    (camera,) = colmap_db.read_cameras(db_path)
     assert camera.model.name == "PINHOLE" and camera.has_prior_focal_length
     np.testing.assert_array_equal(camera.params, [600, 610, 256.5, 255.5])
     # Extending it with other parameters is refused (its images would keep the old ones);

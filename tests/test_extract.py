@@ -551,7 +551,7 @@ def test_prefetch_leaves_the_last_images_to_finish() -> None:
 
 @needs_model
 def test_colmap_given_camera(tmp_path: Path) -> None:
-    import pycolmap
+    from aslfeat_cli.colmap_db import read_cameras
 
     folder = tmp_path / "images"
     for i, name in enumerate(["a.png", "b.png"]):
@@ -561,11 +561,7 @@ def test_colmap_given_camera(tmp_path: Path) -> None:
     base += ["--camera-model", "OPENCV", "--camera-params"]
     result = _run(*base, "150,151,64.5,63.5,0.01,0,0,0")
     assert result.exit_code == 0, result.stderr
-    database = pycolmap.Database.open(db)
-    try:
-        (camera,) = database.read_all_cameras()
-    finally:
-        database.close()
+    (camera,) = read_cameras(db)
     assert camera.model.name == "OPENCV"
     np.testing.assert_array_equal(camera.params, [150, 151, 64.5, 63.5, 0.01, 0, 0, 0])
     result = _run(*base, "150,151,64,64,0,0,0,0")  # other cameras than the database's
