@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SFM = Path(os.environ.get("ASLFEAT_SHARED_DATA") or ROOT.parent / "shared" / "data") / "sfm"
 NUM_KEYPOINTS = 4000
 MAX_DIM = 1024
+SIFT = object()  # the RootSIFT rows' place in the job list, where the others hold a model
 SIFT_RATIO = 0.8  # RootSIFT with mutual nearest neighbours alone fails on sacre_coeur
 
 
@@ -169,7 +170,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")  # pycolmap's mapper log, before its import
     models = args.model or [None]
-    labels = [Path(model).name if model else "shipped" for model in models]
     budgets = [int(b) for b in args.num_keypoints.split(",")]
     shift_counts = [int(n) for n in args.shifts.split(",")]
     factors = [float(f) for f in args.upscale.split(",")]
@@ -189,21 +189,22 @@ def main() -> None:
         for run in range(1, args.runs + 1):
             # Models interleaved: the machine's load hits every model alike.
             jobs = [
-                (label, budget, shifts, factor, pool, refine, known)
-                for budget, shifts, factor, pool, refine, known, label in itertools.product(
-                    budgets, shift_counts, factors, pools, refinements, intrinsics, labels
+                (model, budget, shifts, factor, pool, refine, known)
+                for budget, shifts, factor, pool, refine, known, model in itertools.product(
+                    budgets, shift_counts, factors, pools, refinements, intrinsics, models
                 )
             ]
             if args.sift:
                 jobs += [
-                    ("RootSIFT", budget, 1, 1.0, (), False, known)
+                    (SIFT, budget, 1, 1.0, (), False, known)
                     for budget, known in itertools.product(budgets, intrinsics)
                 ]
-            for label, budget, shifts, factor, pool, refine, known in jobs:
+            for model, budget, shifts, factor, pool, refine, known in jobs:
                 if known and not (SFM / name / "cameras_gt.json").is_file():
                     continue
-                sift = label == "RootSIFT"
-                model = None if sift or label == "shipped" else models[labels.index(label)]
+                sift = model is SIFT
+                label = "RootSIFT" if sift else Path(model).name if model else "shipped"
+                model = None if sift else model
                 with tempfile.TemporaryDirectory() as tmp:
                     row = run_scene(
                         model,
