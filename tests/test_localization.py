@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from aslfeat_training.distillation import distillation_loss  # noqa: E402
 from aslfeat_training.localization import (  # noqa: E402
     localization_loss,
     newton_keypoints,
@@ -83,6 +84,14 @@ def repeatability_of(centre_b: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def distillation_of(centre_b: torch.Tensor) -> torch.Tensor:
+    """B's single-pass map against a teacher map whose blob sits at the truth (the same image:
+    no homography)."""
+    loss, stats = distillation_loss(blob(centre_b), blob(torch.tensor(TRUTH_B)))
+    assert stats["windows"] > 0
+    return loss
+
+
 def scan_minimum(loss_of, step: float = 0.05, reach: float = 0.3) -> np.ndarray:
     """The grid position of B's blob (around the truth) where ``loss_of`` is smallest."""
     offsets = np.arange(-reach, reach + 1e-9, step)
@@ -102,8 +111,10 @@ def gradient_at(loss_of, centre: np.ndarray) -> np.ndarray:
     return c.grad.numpy()
 
 
-LOSSES = [reprojection_of, newton_reprojection_of, peak_target_of, repeatability_of]
-LOSS_IDS = ["reproj", "reproj-newton", "target", "rep"]
+LOSSES = [
+    reprojection_of, newton_reprojection_of, peak_target_of, repeatability_of, distillation_of
+]  # fmt: skip
+LOSS_IDS = ["reproj", "reproj-newton", "target", "rep", "distil"]
 
 
 @pytest.mark.parametrize("loss_of", LOSSES, ids=LOSS_IDS)

@@ -20,7 +20,9 @@ from aslfeat_export.convert import load_weights  # noqa: E402
 from aslfeat_export.model import ASLFeat  # noqa: E402
 from aslfeat_training.data import PairSampler, grid_correspondences  # noqa: E402
 from aslfeat_training.losses import detector_weighted_loss  # noqa: E402
-from aslfeat_training.train import parse_args, run, train_step  # noqa: E402
+from aslfeat_training.train import make_teacher, parse_args, run, train_step  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "aslfeat.pt"
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +151,36 @@ def test_shift_levels_choose_where_the_shift_term_trains(photo_root: Path, tmp_p
         grads[levels] = model.backbone.conv6.conv.weight.grad.clone()
         assert stats["shift"] > 0
     assert not torch.allclose(grads["conv1"], grads["conv6"], rtol=1e-3, atol=1e-6)
+
+
+def test_distillation_trains_towards_the_teacher_of_the_starting_weights(
+    photo_root: Path, tmp_path: Path
+):
+    """--distil-weight logs its term, the teacher is --init's weights (also on resume, not the
+    checkpoint's), and a run without weights for the teacher is refused."""
+    distil = ("--init", str(WEIGHTS), "--distil-weight", "1.0", "--distil-upscale", "1")
+    options = (*distil, "--distil-shifts", "2", "--ckpt-every", "1")
+    first = run(_args(tmp_path, photo_root, "--steps", "2", *options))
+    assert first["step"] == 2 and np.isfinite(first["loss"])
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(0 < r["distil"] <= 2 for r in records if r["kind"] == "train")
+
+    args = _args(tmp_path, photo_root, "--steps", "3", "--resume", *options)
+    student = load_weights(tmp_path / "last.pt")  # trained two steps: not the teacher
+    teacher = make_teacher(load_weights(WEIGHTS), args)
+    shipped = load_weights(WEIGHTS).state_dict()
+    for name, value in teacher.model.state_dict().items():
+        torch.testing.assert_close(value, shipped[name], rtol=0, atol=0)
+    assert not torch.equal(
+        student.state_dict()["backbone.conv0.conv.weight"], shipped["backbone.conv0.conv.weight"]
+    )
+    assert run(args)["step"] == 3
+
+    args = _args(tmp_path, photo_root, "--distil-teacher", str(WEIGHTS), "--distil-weight", "1")
+    assert make_teacher(ASLFeat("u"), args).upscale == 2  # the file's weights, default options
+    with pytest.raises(SystemExit, match="--distil-teacher or --init"):
+        make_teacher(ASLFeat("u"), _args(tmp_path, photo_root, "--distil-weight", "1"))
+    assert make_teacher(ASLFeat("u"), _args(tmp_path, photo_root)) is None
 
 
 def _blob(size: tuple[int, int], centre: tuple[float, float], sigma: float) -> np.ndarray:

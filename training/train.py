@@ -45,6 +45,7 @@ from aslfeat_export.model import LEVELS, ASLFeat, fuse_scores
 
 from . import localization
 from .data import PairSampler, default_data_root, grid_correspondences, train_val_photos
+from .distillation import Teacher, distillation_loss
 from .localization import localization_loss
 from .losses import LOSSES, detector_weighted_loss
 from .validate import evaluate, real_pairs, summarise, synthetic_pairs
@@ -53,7 +54,9 @@ logger = logging.getLogger("aslfeat_training")
 
 INSTANCE_MAX_DECAY = 0.99
 # Localization stats a step reports and the log averages (those of the enabled terms).
-LOC_STATS = ("reproj", "disp", "rep", "peaky", "target", "shift", "repeatable", "distance")
+LOC_STATS = (
+    "reproj", "disp", "rep", "peaky", "target", "shift", "distil", "repeatable", "distance"
+)  # fmt: skip
 
 
 def _factors(text: str) -> tuple[float, ...]:
@@ -129,6 +132,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="detector levels the shift term trains (default: those of --loc-levels); "
         "conv6 is the coarsest lattice",
+    )
+    g.add_argument(
+        "--distil-weight",
+        type=float,
+        default=0.0,
+        help="self-distillation: R2D2 local cosine between view A's single-pass fused map and "
+        "the map a frozen teacher computes with --upscale/--shifts at inference "
+        "(training/distillation.py; default 0: off)",
+    )
+    g.add_argument(
+        "--distil-teacher",
+        type=Path,
+        default=None,
+        help="the teacher's weights (default: --init's; fixed for the whole run, resumes too)",
+    )
+    g.add_argument(
+        "--distil-upscale", type=int, default=2, help="the teacher's --upscale (default 2)"
+    )
+    g.add_argument(
+        "--distil-shifts", type=int, default=4, help="the teacher's --shifts (default 4)"
+    )
+    g.add_argument(
+        "--distil-levels",
+        default=None,
+        help="detector levels the distillation term trains (default: those of --shift-levels, "
+        "else --loc-levels)",
     )
     g.add_argument(
         "--loc-levels",
@@ -229,8 +258,12 @@ def train_step(
     homographies: np.ndarray,
     args: argparse.Namespace,
     generator: torch.Generator | None = None,
+    teacher: Teacher | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward both views, update the normalisers and return the mean loss over the pairs."""
+    """Forward both views, update the normalisers and return the mean loss over the pairs.
+
+    ``teacher`` (with ``args.distil_weight`` > 0) gives view A's distillation targets.
+    """
     n, _, height, width = images_a.shape
     shift_weight = args.shift_weight
     views = [images_a, images_b]
@@ -258,6 +291,13 @@ def train_step(
     loc_scores = fused_into(args.loc_levels)
     shift_levels = args.shift_levels or args.loc_levels
     shift_scores = loc_scores if shift_levels == args.loc_levels else fused_into(shift_levels)
+    distil_weight = args.distil_weight
+    if distil_weight > 0:
+        if teacher is None:
+            raise ValueError("--distil-weight needs a teacher")
+        distil_levels = args.distil_levels or shift_levels
+        distil_scores = fused_into(distil_levels)
+        teacher_maps = teacher.score_maps(images_a, bf16=bool(args.bf16))
     desc = dense.descriptor_map.float()
     losses, accs, n_corr = [], [], []
     terms: dict[str, list[float]] = {"desc": []}
@@ -298,6 +338,10 @@ def train_step(
             )
             loc = loc + shift_weight * equi
             loc_stats["shift"] = float(equi.detach())
+        if distil_weight > 0:
+            distil, _ = distillation_loss(distil_scores[k], teacher_maps[k], args.patch_size)
+            loc = loc + distil_weight * distil
+            loc_stats["distil"] = float(distil.detach())
         for key in LOC_STATS:
             if key in loc_stats and math.isfinite(loc_stats[key]):
                 terms.setdefault(key, []).append(loc_stats[key])
@@ -330,6 +374,22 @@ def validation_summary(
             summary[f"u{factor:g}_score"] = part["score"]
     summary["score"] = float(np.mean(scores))
     return summary
+
+
+def make_teacher(model: ASLFeat, args: argparse.Namespace) -> Teacher | None:
+    """The distillation teacher: ``--distil-teacher``'s weights, else the starting ones
+    (``--init``, loaded into ``model`` before a resume replaces them); None when off."""
+    if args.distil_weight <= 0:
+        return None
+    if args.distil_teacher is not None:
+        from aslfeat_export.convert import load_weights
+
+        source = load_weights(args.distil_teacher)
+    elif args.init is not None:
+        source = model
+    else:
+        raise SystemExit("--distil-weight needs --distil-teacher or --init (the teacher's weights)")
+    return Teacher(source, args.distil_upscale, args.distil_shifts)
 
 
 def make_optimizer(model: ASLFeat, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -375,6 +435,7 @@ def run(args: argparse.Namespace) -> dict:
         from aslfeat_export.convert import load_weights
 
         model.load_state_dict(load_weights(args.init).state_dict())
+    teacher = make_teacher(model, args)
     optimizer = make_optimizer(model, args)
     step, best = 0, -1.0
     if args.resume and ckpt_path.is_file():
@@ -460,7 +521,7 @@ def run(args: argparse.Namespace) -> dict:
 
     while step < args.steps and not stop.requested and time_left():
         images_a, images_b, homographies = sampler.batch(rng)
-        loss, stats = train_step(model, images_a, images_b, homographies, args, generator)
+        loss, stats = train_step(model, images_a, images_b, homographies, args, generator, teacher)
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):
             loss.backward()
