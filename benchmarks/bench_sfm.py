@@ -11,7 +11,8 @@ the mapper is given the ground truth's intrinsics (PINHOLE, fixed; scenes with g
 cameras only): with the guessed camera (COLMAP's default, principal point at the centre) the
 camera error of fountain-P11 is set by the intrinsics, not by the keypoints (README).
 ``--sift`` adds OpenCV RootSIFT rows (the same budget and ``--max-dim``, Lowe ratio 0.8 as in
-tests/test_reconstruct.py), through the same matching and mapping.
+tests/test_reconstruct.py), through the same matching and mapping. Each feature setting is
+extracted once per scene and run; its refinement and intrinsics rows map the same features.
 
     python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
         [--num-keypoints 3000,4000,5000] [--shifts 1,4] [--upscale 1,2]
@@ -57,53 +58,68 @@ def write_sift(images: list[tuple[Path, str]], features: Path, num_keypoints: in
             h5io.write_features(fh, name, keypoints, feats.scores, feats.descriptors, size)
 
 
-def run_scene(
+def scene_images(scene: Path) -> list[tuple[Path, str]]:
+    """(path, name) of the scene's images, names relative to its images/ folder."""
+    from aslfeat_cli.images import walk_images
+
+    folder = scene / "images"
+    return [(p, p.relative_to(folder).as_posix()) for p in sorted(walk_images(folder))]
+
+
+def extract_scene(
     model: str | None,
-    scene: Path,
-    work: Path,
+    images: list[tuple[Path, str]],
+    features: Path,
     num_keypoints: int = NUM_KEYPOINTS,
     shifts: int = 1,
     upscale: float = 1.0,
     pool_scales: tuple[float, ...] = (),
-    refine_matches: bool = False,
-    known_intrinsics: bool = False,
     sift: bool = False,
-) -> dict[str, float | int | str]:
-    """One extraction (``shifts`` passes, :mod:`aslfeat_cli.shift_average`; images enlarged
-    by ``upscale`` for the network; descriptors pooled over ``pool_scales``,
-    :mod:`aslfeat_cli.scale_pooling`) and reconstruction of ``scene`` with ``model`` (matched
-    keypoints refined with ``refine_matches``, :mod:`aslfeat_cli.match_refinement`; the
-    ground truth's intrinsics given and fixed with ``known_intrinsics``), or of RootSIFT
-    with ``sift``; its figures."""
+):
+    """Write ``features`` for ``images``: ``model`` with ``shifts`` passes
+    (:mod:`aslfeat_cli.shift_average`), images enlarged by ``upscale`` for the network,
+    descriptors pooled over ``pool_scales`` (:mod:`aslfeat_cli.scale_pooling`); or RootSIFT with
+    ``sift``. Returns the extractor (None for RootSIFT): match refinement reads its maps."""
     from aslfeat_cli import Extractor
     from aslfeat_cli.extraction import run_extraction
-    from aslfeat_cli.images import walk_images
+
+    if sift:
+        write_sift(images, features, num_keypoints)
+        return None
+    extractor = Extractor(
+        model,
+        num_keypoints=num_keypoints,
+        max_dim=MAX_DIM,
+        shifts=shifts,
+        upscale=upscale,
+        pool_scales=pool_scales,
+    )
+    run_extraction(images, features, extractor, progress=False)
+    return extractor
+
+
+def map_scene(
+    scene: Path,
+    images: list[tuple[Path, str]],
+    features: Path,
+    work: Path,
+    extractor=None,
+    refine_matches: bool = False,
+    known_intrinsics: bool = False,
+) -> dict[str, float | int | str]:
+    """Match, verify and map ``features`` of ``scene`` in ``work`` (matched keypoints refined
+    along ``extractor``'s descriptor maps with ``refine_matches``,
+    :mod:`aslfeat_cli.match_refinement`; the ground truth's intrinsics given and fixed with
+    ``known_intrinsics``); its figures. Features without an extractor are RootSIFT's (Lowe's
+    ratio test)."""
     from aslfeat_cli.match_refinement import check_refinement
     from aslfeat_cli.matching import MatchOptions
     from aslfeat_cli.reconstruct import reconstruct_from_features
     from aslfeat_cli.sfm_eval import camera_centre_errors, ground_truth_camera
 
-    folder = scene / "images"
-    images = [(p, p.relative_to(folder).as_posix()) for p in sorted(walk_images(folder))]
-    extractor = (
-        None
-        if sift
-        else Extractor(
-            model,
-            num_keypoints=num_keypoints,
-            max_dim=MAX_DIM,
-            shifts=shifts,
-            upscale=upscale,
-            pool_scales=pool_scales,
-        )
-    )
+    sift = extractor is None
     if refine_matches:
-        check_refinement(upscale, pool_scales=pool_scales)
-    features = work / "features.h5"
-    if sift:
-        write_sift(images, features, num_keypoints)
-    else:
-        run_extraction(images, features, extractor, progress=False)
+        check_refinement(extractor.upscale, pool_scales=extractor.pool_scales)
     gt = scene / "cameras_gt.json"
     camera = ground_truth_camera(json.loads(gt.read_text())) if known_intrinsics else None
     stats = reconstruct_from_features(  # one camera where it is one (fountain-P11's GT scene)
@@ -114,7 +130,7 @@ def run_scene(
         progress=False,
         num_threads=2,
         match_options=MatchOptions(ratio=SIFT_RATIO if sift else None),
-        descriptor_map=extractor.descriptor_map if refine_matches and not sift else None,
+        descriptor_map=extractor.descriptor_map if refine_matches else None,
         camera=camera,
     )
     row: dict[str, float | int | str] = {
@@ -178,6 +194,11 @@ def main() -> None:
     pools = [parse_pool_scales(text) for text in args.pool_scales or ["none"]]
     refinements = [{"off": False, "on": True}[v] for v in args.refine_matches.split(",")]
     intrinsics = [{"guessed": False, "known": True}[v] for v in args.intrinsics.split(",")]
+    if True in refinements:  # refused combinations fail before any extraction
+        from aslfeat_cli.match_refinement import check_refinement
+
+        for factor, pool in itertools.product(factors, pools):
+            check_refinement(factor, pool_scales=pool)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(
@@ -199,41 +220,45 @@ def main() -> None:
                     (SIFT, budget, 1, 1.0, (), False, known)
                     for budget, known in itertools.product(budgets, intrinsics)
                 ]
-            for model, budget, shifts, factor, pool, refine, known in jobs:
-                if known and not (SFM / name / "cameras_gt.json").is_file():
-                    continue
-                sift = model is SIFT
-                label = "RootSIFT" if sift else Path(model).name if model else "shipped"
-                model = None if sift else model
-                with tempfile.TemporaryDirectory() as tmp:
-                    row = run_scene(
-                        model,
-                        SFM / name,
-                        Path(tmp),
-                        budget,
-                        shifts,
-                        factor,
-                        pool,
-                        refine,
-                        known,
-                        sift,
+            scene = SFM / name
+            images = scene_images(scene)
+            with tempfile.TemporaryDirectory() as tmp:
+                # One extraction per feature setting: the refinement and intrinsics rows of
+                # a setting map the same features.
+                extracted: dict[tuple, tuple[Path, object]] = {}
+                for i, (model, budget, shifts, factor, pool, refine, known) in enumerate(jobs):
+                    if known and not (scene / "cameras_gt.json").is_file():
+                        continue
+                    sift = model is SIFT
+                    label = "RootSIFT" if sift else Path(model).name if model else "shipped"
+                    model = None if sift else model
+                    key = ("sift", budget) if sift else (model, budget, shifts, factor, pool)
+                    if key not in extracted:
+                        features = Path(tmp) / f"features-{len(extracted)}.h5"
+                        extractor = extract_scene(
+                            model, images, features, budget, shifts, factor, pool, sift
+                        )
+                        extracted[key] = (features, extractor)
+                    features, extractor = extracted[key]
+                    row = map_scene(
+                        scene, images, features, Path(tmp) / f"map-{i}", extractor, refine, known
                     )
-                options = (
-                    "| – " * 4
-                    if sift
-                    else (
-                        f"| {shifts} | {factor:g} | {format_pool_scales(pool)} | "
-                        f"{'on' if refine else 'off'} "
+                    options = (
+                        "| – " * 4
+                        if sift
+                        else (
+                            f"| {shifts} | {factor:g} | {format_pool_scales(pool)} | "
+                            f"{'on' if refine else 'off'} "
+                        )
                     )
-                )
-                print(
-                    f"| {name} | {label} | {budget} {options}| "
-                    f"{'known' if known else 'guessed'} | {run} | "
-                    f"{row['registered']} | {row['points']} | {row['track']} | "
-                    f"{row['reproj_px']} | {row['camera_error_pct']} | "
-                    f"{row['mean_camera_error_pct']} |",
-                    flush=True,
-                )
+                    print(
+                        f"| {name} | {label} | {budget} {options}| "
+                        f"{'known' if known else 'guessed'} | {run} | "
+                        f"{row['registered']} | {row['points']} | {row['track']} | "
+                        f"{row['reproj_px']} | {row['camera_error_pct']} | "
+                        f"{row['mean_camera_error_pct']} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -76,3 +76,23 @@ def test_teacher_is_frozen_and_independent_of_the_student(model, gray):
 def test_teacher_refuses_settings_it_cannot_average(model, upscale, shifts):
     with pytest.raises(ValueError):
         Teacher(model, upscale=upscale, shifts=shifts)
+
+
+def test_teacher_keypoints_are_detected_on_the_enlarged_map_and_scaled_back(model, gray):
+    """The runtime's --upscale: peaks and Newton step on the enlarged image's map, keypoints
+    mapped back with the pixel-centre convention (aslfeat_cli.images.scale_keypoints)."""
+    from aslfeat_cli.images import scale_keypoints
+    from aslfeat_training.localization import newton_keypoints, nms_peaks
+
+    teacher = Teacher(model, upscale=2, shifts=1)
+    ours = teacher.keypoints(torch.from_numpy(gray)[None, None], num_peaks=64, radius=2)[0]
+    h, w = gray.shape
+    big = cv2.resize(gray, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+    score = torch.from_numpy(_dense(model)(big)[0])
+    expected = newton_keypoints(score, nms_peaks(score, 64, 2)).numpy()
+    expected = scale_keypoints(expected, (2 * w, 2 * h), (w, h))
+    assert ours.shape == (64, 2)
+    # Nearest expected keypoint of each of ours: the same points, up to the bilinear
+    # enlargement's rounding (torch vs OpenCV) reordering a few near-equal peaks.
+    distance = np.linalg.norm(ours.numpy()[:, None] - expected[None], axis=2).min(axis=1)
+    assert np.mean(distance < 0.02) >= 0.9

@@ -175,6 +175,11 @@ def test_distillation_trains_towards_the_teacher_of_the_starting_weights(
         student.state_dict()["backbone.conv0.conv.weight"], shipped["backbone.conv0.conv.weight"]
     )
     assert run(args)["step"] == 3
+    # The teacher's keypoints as peak targets: a cross-entropy, logged under the same name.
+    peaks = ("--distil-target", "peaks", "--steps", "4", "--resume", "--num-peaks", "32")
+    assert run(_args(tmp_path, photo_root, *options, *peaks))["step"] == 4
+    last = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r for r in last if r["kind"] == "train"][-1]["distil"] > 0
 
     args = _args(tmp_path, photo_root, "--distil-teacher", str(WEIGHTS), "--distil-weight", "1")
     assert make_teacher(ASLFeat("u"), args).upscale == 2  # the file's weights, default options

@@ -45,7 +45,7 @@ from aslfeat_export.model import LEVELS, ASLFeat, fuse_scores
 
 from . import localization
 from .data import PairSampler, default_data_root, grid_correspondences, train_val_photos
-from .distillation import Teacher, distillation_loss
+from .distillation import TARGETS, Teacher, distillation_loss
 from .localization import localization_loss
 from .losses import LOSSES, detector_weighted_loss
 from .validate import evaluate, real_pairs, summarise, synthetic_pairs
@@ -146,6 +146,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="the teacher's weights (default: --init's; fixed for the whole run, resumes too)",
+    )
+    g.add_argument(
+        "--distil-target",
+        default="map",
+        choices=TARGETS,
+        help="map: the teacher's map (local cosine); peaks: its keypoints as peak targets "
+        "(cross-entropy of the student's windows, as --target-weight; default map)",
     )
     g.add_argument(
         "--distil-upscale", type=int, default=2, help="the teacher's --upscale (default 2)"
@@ -297,7 +304,12 @@ def train_step(
             raise ValueError("--distil-weight needs a teacher")
         distil_levels = args.distil_levels or shift_levels
         distil_scores = fused_into(distil_levels)
-        teacher_maps = teacher.score_maps(images_a, bf16=bool(args.bf16))
+        if args.distil_target == "peaks":
+            teacher_points = teacher.keypoints(
+                images_a, args.num_peaks, args.window_radius, bf16=bool(args.bf16)
+            )
+        else:
+            teacher_maps = teacher.score_maps(images_a, bf16=bool(args.bf16))
     desc = dense.descriptor_map.float()
     losses, accs, n_corr = [], [], []
     terms: dict[str, list[float]] = {"desc": []}
@@ -339,7 +351,12 @@ def train_step(
             loc = loc + shift_weight * equi
             loc_stats["shift"] = float(equi.detach())
         if distil_weight > 0:
-            distil, _ = distillation_loss(distil_scores[k], teacher_maps[k], args.patch_size)
+            if args.distil_target == "peaks":
+                distil, _ = localization.peak_target_loss(
+                    distil_scores[k], teacher_points[k], args.window_radius, args.temperature
+                )
+            else:
+                distil, _ = distillation_loss(distil_scores[k], teacher_maps[k], args.patch_size)
             loc = loc + distil_weight * distil
             loc_stats["distil"] = float(distil.detach())
         for key in LOC_STATS:
