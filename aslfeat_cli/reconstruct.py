@@ -219,9 +219,12 @@ def reconstruct_from_features(
     verification, the matched keypoints move towards their tracks' descriptors
     (:func:`refine_database_keypoints`) in the database; ``features`` stay as extracted, and
     the database is built anew on every run. ``camera``: the COLMAP camera model, known
-    parameters and whether bundle adjustment keeps them (:mod:`.cameras`; default: COLMAP's
-    guess, refined).
+    parameters and whether bundle adjustment keeps them or refines the principal point too
+    (:mod:`.cameras`, which needs ``single_camera`` for that; default: COLMAP's guess, focal
+    length and distortion refined).
     """
+    if camera is not None:
+        camera.check_shared(single_camera)
     pycolmap = colmap_db._pycolmap()
     match_options = match_options or MatchOptions()
     start = time.perf_counter()
@@ -385,6 +388,8 @@ def run_reconstruction(
 
     if refine_matches:
         check_refinement(extractor.upscale, extractor.multi_scale, extractor.pool_scales)
+    if camera is not None:
+        camera.check_shared(single_camera)  # before the extraction
     out_dir = Path(out_dir)
     prepare_output_dir(out_dir)
     features = out_dir / "features.h5"

@@ -6,7 +6,9 @@ print registered images, 3D points, mean track length, mean reprojection error a
 scene has ground-truth cameras (fountain-P11), the largest camera-centre error after a
 similarity alignment, in % of the scene extent (and the mean over the cameras, which moves
 less from run to run). ``--runs N`` repeats the mapping (it varies
-with pycolmap's threads) and reports every run. ``--intrinsics guessed,known`` adds rows where
+with pycolmap's threads) and reports every run. ``--intrinsics guessed,refined,known`` adds rows
+where COLMAP's guessed camera gets its principal point refined (``--refine-principal-point``)
+and rows where
 the mapper is given the ground truth's intrinsics (PINHOLE, fixed; scenes with ground-truth
 cameras only): with the guessed camera (COLMAP's default, principal point at the centre) the
 camera error of fountain-P11 is set by the intrinsics, not by the keypoints (README).
@@ -17,7 +19,7 @@ extracted once per scene and run; its refinement and intrinsics rows map the sam
     python benchmarks/bench_sfm.py [--model A.onnx --model B.onnx] [--runs 2]
         [--num-keypoints 3000,4000,5000] [--shifts 1,4] [--upscale 1,2]
         [--pool-scales none --pool-scales 1,0.5] [--refine-matches off,on]
-        [--intrinsics guessed,known] [--sift] [--scenes fountain-P11]
+        [--intrinsics guessed,refined,known] [--sift] [--scenes fountain-P11]
 """
 
 from __future__ import annotations
@@ -105,13 +107,14 @@ def map_scene(
     work: Path,
     extractor=None,
     refine_matches: bool = False,
-    known_intrinsics: bool = False,
+    intrinsics: str = "guessed",
 ) -> dict[str, float | int | str]:
     """Match, verify and map ``features`` of ``scene`` in ``work`` (matched keypoints refined
     along ``extractor``'s descriptor maps with ``refine_matches``,
     :mod:`aslfeat_cli.match_refinement`; the ground truth's intrinsics given and fixed with
-    ``known_intrinsics``); its figures. Features without an extractor are RootSIFT's (Lowe's
-    ratio test)."""
+    ``intrinsics`` "known", COLMAP's guess with its principal point refined with "refined");
+    its figures. Features without an extractor are RootSIFT's (Lowe's ratio test)."""
+    from aslfeat_cli.cameras import camera_spec
     from aslfeat_cli.match_refinement import check_refinement
     from aslfeat_cli.matching import MatchOptions
     from aslfeat_cli.reconstruct import reconstruct_from_features
@@ -121,7 +124,11 @@ def map_scene(
     if refine_matches:
         check_refinement(extractor.upscale, pool_scales=extractor.pool_scales)
     gt = scene / "cameras_gt.json"
-    camera = ground_truth_camera(json.loads(gt.read_text())) if known_intrinsics else None
+    camera = {
+        "guessed": None,
+        "refined": camera_spec(refine_principal_point=True),
+        "known": ground_truth_camera(json.loads(gt.read_text())) if gt.is_file() else None,
+    }[intrinsics]
     stats = reconstruct_from_features(  # one camera where it is one (fountain-P11's GT scene)
         images,
         features,
@@ -179,7 +186,8 @@ def main() -> None:
     parser.add_argument(
         "--intrinsics",
         default="guessed",
-        help="comma-separated guessed/known (the ground truth's K, fixed; scenes with "
+        help="comma-separated guessed/refined/known (refined: the principal point too; known: "
+        "the ground truth's K, fixed; both on scenes with "
         "ground-truth cameras), each a row",
     )
     parser.add_argument("--sift", action="store_true", help="add RootSIFT rows")
@@ -193,7 +201,9 @@ def main() -> None:
 
     pools = [parse_pool_scales(text) for text in args.pool_scales or ["none"]]
     refinements = [{"off": False, "on": True}[v] for v in args.refine_matches.split(",")]
-    intrinsics = [{"guessed": False, "known": True}[v] for v in args.intrinsics.split(",")]
+    intrinsics = args.intrinsics.split(",")
+    if not set(intrinsics) <= {"guessed", "refined", "known"}:
+        parser.error(f"--intrinsics takes guessed, refined, known: {args.intrinsics}")
     if True in refinements:  # refused combinations fail before any extraction
         from aslfeat_cli.match_refinement import check_refinement
 
@@ -226,8 +236,10 @@ def main() -> None:
                 # One extraction per feature setting: the refinement and intrinsics rows of
                 # a setting map the same features.
                 extracted: dict[tuple, tuple[Path, object]] = {}
-                for i, (model, budget, shifts, factor, pool, refine, known) in enumerate(jobs):
-                    if known and not (scene / "cameras_gt.json").is_file():
+                for i, (model, budget, shifts, factor, pool, refine, intr) in enumerate(jobs):
+                    # One shared camera (its ground truth) where refined or known intrinsics mean
+                    # anything: a camera per image does not determine its principal point.
+                    if intr != "guessed" and not (scene / "cameras_gt.json").is_file():
                         continue
                     sift = model is SIFT
                     label = "RootSIFT" if sift else Path(model).name if model else "shipped"
@@ -241,7 +253,7 @@ def main() -> None:
                         extracted[key] = (features, extractor)
                     features, extractor = extracted[key]
                     row = map_scene(
-                        scene, images, features, Path(tmp) / f"map-{i}", extractor, refine, known
+                        scene, images, features, Path(tmp) / f"map-{i}", extractor, refine, intr
                     )
                     options = (
                         "| – " * 4
@@ -253,7 +265,7 @@ def main() -> None:
                     )
                     print(
                         f"| {name} | {label} | {budget} {options}| "
-                        f"{'known' if known else 'guessed'} | {run} | "
+                        f"{intr} | {run} | "
                         f"{row['registered']} | {row['points']} | {row['track']} | "
                         f"{row['reproj_px']} | {row['camera_error_pct']} | "
                         f"{row['mean_camera_error_pct']} |",

@@ -32,6 +32,14 @@ def test_camera_spec_checks_model_and_parameter_count():
         camera_spec("PINHOLE", "1,2,x,4")
     with pytest.raises(UserError, match="needs --camera-params"):
         camera_spec("PINHOLE", None, fixed=True)
+    spec = camera_spec(refine_principal_point=True)
+    assert spec == CameraSpec("SIMPLE_RADIAL", None, False, True)
+    with pytest.raises(UserError, match="drop one of them"):
+        camera_spec("PINHOLE", "1,1,1,1", fixed=True, refine_principal_point=True)
+    with pytest.raises(UserError, match="needs --single-camera"):
+        spec.check_shared(single_camera=False)
+    spec.check_shared(single_camera=True)
+    camera_spec().check_shared(single_camera=False)  # nothing asked that needs one camera
 
 
 def test_fixed_spec_turns_off_intrinsics_refinement():
@@ -41,6 +49,9 @@ def test_fixed_spec_turns_off_intrinsics_refinement():
     assert not options.ba_refine_extra_params
     options = _mapper_options(pycolmap, 2, 0, camera_spec("PINHOLE", "1,1,1,1"))
     assert options.ba_refine_focal_length and options.ba_refine_extra_params
+    assert not options.ba_refine_principal_point  # COLMAP's default
+    options = _mapper_options(pycolmap, 2, 0, camera_spec(refine_principal_point=True))
+    assert options.ba_refine_principal_point and options.ba_refine_focal_length
 
 
 def test_writer_stores_the_given_camera(tmp_path):
@@ -105,4 +116,9 @@ def test_reconstruct_cli_refuses_bad_cameras(tmp_path):
     assert result.exit_code == 1 and "unknown camera model 'NOPE'" in result.output
     result = runner.invoke(cli, [*base, "--fixed-intrinsics"])
     assert result.exit_code == 1 and "needs --camera-params" in result.output
+    result = runner.invoke(cli, [*base, "--refine-principal-point"])
+    assert result.exit_code == 1 and "needs --single-camera" in result.output
+    params = ["--camera-params", "1,1,1,1", "--camera-model", "PINHOLE", "--single-camera"]
+    result = runner.invoke(cli, [*base, *params, "--fixed-intrinsics", "--refine-principal-point"])
+    assert result.exit_code == 1 and "drop one of them" in result.output
     assert not (tmp_path / "sfm").exists()  # refused before any work

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 pycolmap = pytest.importorskip("pycolmap")
 
 from aslfeat_cli import h5io  # noqa: E402
+from aslfeat_cli.cameras import camera_spec  # noqa: E402
 from aslfeat_cli.cli import cli  # noqa: E402
 from aslfeat_cli.colmap_db import ColmapFeatureWriter  # noqa: E402
 from aslfeat_cli.errors import UserError  # noqa: E402
@@ -148,6 +149,20 @@ def test_fountain_cameras_match_ground_truth(extract, tmp_path):
     known_errors, _ = camera_centre_errors(tmp_path / "sfm_known" / "sparse", centres)
     print(f"known intrinsics: {100 * known_errors.max() / extent:.3f}%")
     assert known_errors.max() < min(errors.max(), 0.0005 * extent)
+    # Unknown intrinsics, one shared camera: refining the principal point finds the true one
+    # (2026-12-06: to 2.2 px of it, camera error 0.058 -> 0.033 % for ours and 0.063 -> 0.040 %
+    # for RootSIFT), within issue 11's 0.049 %.
+    refined = reconstruct_from_features(
+        images, features, tmp_path / "sfm_pp", camera=camera_spec(refine_principal_point=True),
+        **settings,
+    )  # fmt: skip
+    assert refined.registered == 11
+    pp_errors, _ = camera_centre_errors(tmp_path / "sfm_pp" / "sparse", centres)
+    print(f"principal point refined: {100 * pp_errors.max() / extent:.3f}%")
+    assert pp_errors.max() < min(errors.max(), 0.00049 * extent)
+    (found,) = pycolmap.Reconstruction(tmp_path / "sfm_pp" / "sparse").cameras.values()
+    true_centre = np.array(camera.params[2:4])
+    assert np.linalg.norm(np.array(found.params[1:3]) - true_centre) < 4.0
 
 
 def test_database_with_other_images_is_refused(tmp_path):

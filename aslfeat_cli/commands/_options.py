@@ -149,14 +149,17 @@ def camera_options(function):  # noqa: ANN001, ANN201 (a click decorator)
     )(function)
 
 
-def checked_camera(model: str | None, params: str | None, fixed: bool = False):  # noqa: ANN201
+def checked_camera(  # noqa: ANN201
+    model: str | None, params: str | None, fixed: bool = False, refine_principal_point: bool = False
+):
     """The :class:`~aslfeat_cli.cameras.CameraSpec` that --camera-model/--camera-params
-    (and --fixed-intrinsics) ask for, or None where none was given; UserError if invalid."""
-    if model is None and params is None and not fixed:
+    (and --fixed-intrinsics, --refine-principal-point) ask for, or None where none was given;
+    UserError if invalid."""
+    if model is None and params is None and not fixed and not refine_principal_point:
         return None
     from ..cameras import DEFAULT_MODEL, camera_spec
 
-    return camera_spec(model or DEFAULT_MODEL, params, fixed)
+    return camera_spec(model or DEFAULT_MODEL, params, fixed, refine_principal_point)
 
 
 def backend_options(function):  # noqa: ANN001, ANN201 (a click decorator)

@@ -43,6 +43,7 @@ Examples:
   aslfeat reconstruct images/ -o sfm/ --features sift_features.h5 --ratio 0.8
   aslfeat reconstruct images/ -o sfm/ --single-camera --camera-model PINHOLE \\
       --camera-params 1380,1382,760,503 --fixed-intrinsics   # calibrated camera
+  aslfeat reconstruct images/ -o sfm/ --single-camera --refine-principal-point
 """,
 )
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
@@ -93,6 +94,12 @@ Examples:
     is_flag=True,
     help="Bundle adjustment keeps --camera-params as given (calibrated cameras).",
 )
+@click.option(
+    "--refine-principal-point",
+    is_flag=True,
+    help="Bundle adjustment refines the principal point too (COLMAP keeps it; needs "
+    "--single-camera). On fountain-P11 it halved the camera-centre error of guessed cameras.",
+)
 @colmap_descriptors_option
 @click.option(
     "--threads", type=int, default=-1, show_default=True, help="Mapper threads (-1 = all)."
@@ -137,6 +144,7 @@ def command(
     camera_model: str | None,
     camera_params: str | None,
     fixed_intrinsics: bool,
+    refine_principal_point: bool,
     colmap_descriptors: str,
     threads: int,
     mapper_attempts: int,
@@ -171,7 +179,9 @@ def command(
         raise click.UsageError(
             "--refine-matches needs the network's descriptor maps: extract here (drop --features)"
         )
-    camera = checked_camera(camera_model, camera_params, fixed_intrinsics)
+    camera = checked_camera(camera_model, camera_params, fixed_intrinsics, refine_principal_point)
+    if camera is not None:
+        camera.check_shared(single_camera)
     prepare_output_dir(output)  # before any work
     images = find_images(list(inputs), image_list, image_root)
     names = [name for _, name in images]
