@@ -15,8 +15,8 @@ keypoints, set the camera-centre error of every feature tried until the known in
 given (README, "Structure from motion"). Where they are not known but all images share one
 camera, refining the principal point finds it: on fountain-P11 (11 images) it moved to within
 2.2 px of the true one and the camera error fell from 0.058 to 0.033 %. With a camera per image
-it is not determined (on sacre_coeur the principal points wandered 100-200 px and a fifth of
-the points were lost), so that is refused.
+it is not determined (on sacre_coeur the principal points moved by up to 200 px and a quarter
+of the points were lost), so that is refused.
 """
 
 from __future__ import annotations
