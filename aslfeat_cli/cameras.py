@@ -14,7 +14,7 @@ matter: on fountain-P11 the true principal point is 8-9 px from the centre, and 
 keypoints, set the camera-centre error of every feature tried until the known intrinsics were
 given (README, "Structure from motion"). Where they are not known but all images share one
 camera, refining the principal point finds it: on fountain-P11 (11 images) it moved to within
-2.2 px of the true one and the camera error fell from 0.058 to 0.033 %. With a camera per image
+2.6 px of the true one and the camera error fell from 0.058 to 0.033 %. With a camera per image
 it is not determined (on sacre_coeur the principal points moved by up to 200 px and a quarter
 of the points were lost), so that is refused.
 """

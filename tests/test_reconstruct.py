@@ -150,7 +150,7 @@ def test_fountain_cameras_match_ground_truth(extract, tmp_path):
     print(f"known intrinsics: {100 * known_errors.max() / extent:.3f}%")
     assert known_errors.max() < min(errors.max(), 0.0005 * extent)
     # Unknown intrinsics, one shared camera: refining the principal point finds the true one
-    # (2026-12-06: to 2.2 px of it, camera error 0.058 -> 0.033 % for ours and 0.063 -> 0.040 %
+    # (2026-12-06: to 2.6 px of it, camera error 0.058 -> 0.033 % for ours and 0.063 -> 0.040 %
     # for RootSIFT), within issue 11's 0.049 %.
     refined = reconstruct_from_features(
         images, features, tmp_path / "sfm_pp", camera=camera_spec(refine_principal_point=True),

