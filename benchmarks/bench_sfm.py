@@ -32,6 +32,10 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aslfeat_cli import Extractor
 
 ROOT = Path(__file__).resolve().parents[1]
 SFM = Path(os.environ.get("ASLFEAT_SHARED_DATA") or ROOT.parent / "shared" / "data") / "sfm"
@@ -77,7 +81,7 @@ def extract_scene(
     upscale: float = 1.0,
     pool_scales: tuple[float, ...] = (),
     sift: bool = False,
-):
+) -> Extractor | None:
     """Write ``features`` for ``images``: ``model`` with ``shifts`` passes
     (:mod:`aslfeat_cli.shift_average`), images enlarged by ``upscale`` for the network,
     descriptors pooled over ``pool_scales`` (:mod:`aslfeat_cli.scale_pooling`); or RootSIFT with
@@ -105,7 +109,7 @@ def map_scene(
     images: list[tuple[Path, str]],
     features: Path,
     work: Path,
-    extractor=None,
+    extractor: Extractor | None = None,
     refine_matches: bool = False,
     intrinsics: str = "guessed",
 ) -> dict[str, float | int | str]:
@@ -113,27 +117,26 @@ def map_scene(
     along ``extractor``'s descriptor maps with ``refine_matches``,
     :mod:`aslfeat_cli.match_refinement`; the ground truth's intrinsics given and fixed with
     ``intrinsics`` "known", COLMAP's guess with its principal point refined with "refined");
-    its figures. Features without an extractor are RootSIFT's (Lowe's ratio test)."""
+    its figures. Features without an extractor are RootSIFT's (Lowe's ratio test). The
+    refinement setting is checked by the caller, before any extraction."""
     from aslfeat_cli.cameras import camera_spec
-    from aslfeat_cli.match_refinement import check_refinement
     from aslfeat_cli.matching import MatchOptions
     from aslfeat_cli.reconstruct import reconstruct_from_features
     from aslfeat_cli.sfm_eval import camera_centre_errors, ground_truth_camera
 
     sift = extractor is None
-    if refine_matches:
-        check_refinement(extractor.upscale, pool_scales=extractor.pool_scales)
     gt = scene / "cameras_gt.json"
-    camera = {
-        "guessed": None,
-        "refined": camera_spec(refine_principal_point=True),
-        "known": ground_truth_camera(json.loads(gt.read_text())) if gt.is_file() else None,
-    }[intrinsics]
+    truth = json.loads(gt.read_text()) if gt.is_file() else None
+    camera = None
+    if intrinsics == "refined":
+        camera = camera_spec(refine_principal_point=True)
+    elif intrinsics == "known":
+        camera = ground_truth_camera(truth)
     stats = reconstruct_from_features(  # one camera where it is one (fountain-P11's GT scene)
         images,
         features,
         work / "sfm",
-        single_camera=gt.is_file(),
+        single_camera=truth is not None,
         progress=False,
         num_threads=2,
         match_options=MatchOptions(ratio=SIFT_RATIO if sift else None),
@@ -148,8 +151,8 @@ def map_scene(
         "camera_error_pct": "",
         "mean_camera_error_pct": "",
     }
-    if gt.is_file() and stats.registered == len(images):
-        centres = {n: c["center"] for n, c in json.loads(gt.read_text()).items()}
+    if truth is not None and stats.registered == len(images):
+        centres = {n: c["center"] for n, c in truth.items()}
         errors, extent = camera_centre_errors(work / "sfm" / "sparse", centres)
         row["camera_error_pct"] = round(100 * float(errors.max()) / extent, 3)
         row["mean_camera_error_pct"] = round(100 * float(errors.mean()) / extent, 3)
@@ -235,7 +238,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 # One extraction per feature setting: the refinement and intrinsics rows of
                 # a setting map the same features.
-                extracted: dict[tuple, tuple[Path, object]] = {}
+                extracted: dict[tuple, tuple[Path, Extractor | None]] = {}
                 for i, (model, budget, shifts, factor, pool, refine, intr) in enumerate(jobs):
                     # One shared camera (its ground truth) where refined or known intrinsics mean
                     # anything: a camera per image does not determine its principal point.

@@ -137,9 +137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--distil-weight",
         type=float,
         default=0.0,
-        help="self-distillation: R2D2 local cosine between view A's single-pass fused map and "
-        "the map a frozen teacher computes with --upscale/--shifts at inference "
-        "(training/distillation.py; default 0: off)",
+        help="self-distillation: ask view A's single-pass fused map for what a frozen teacher "
+        "detects on with --upscale/--shifts at inference (--distil-target; "
+        "training/distillation.py; default 0: off)",
     )
     g.add_argument(
         "--distil-teacher",
